@@ -1,0 +1,279 @@
+"""Redis pub/sub broker: ONE pub/sub connection per process for all channels.
+
+redis-py's PubSub would reconnect and resubscribe silently, and a pub/sub client cut by
+Redis for a full output buffer loses messages without an exception. So this broker owns
+reconnection itself (the pub/sub client has no retries), proves liveness with a probe
+message it publishes to itself, and tells the hub about every gap it could have caused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Collection
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import RedisError
+
+from ..errors import Unavailable
+from .base import Deliver, GapNotice
+
+log = logging.getLogger("quart_chat.redis")
+
+#: Errors that mean "Redis is not reachable right now" rather than a bug.
+REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+
+COMMAND_POOL_SIZE = 16
+CONNECT_TIMEOUT = 2.0
+COMMAND_TIMEOUT = 2.0
+SUBSCRIBE_TIMEOUT = 5.0
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 5.0
+
+
+def command_client(url: str) -> aioredis.Redis:
+    """A client with a small bounded pool for commands (publish, store operations)."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=COMMAND_POOL_SIZE,
+        timeout=COMMAND_TIMEOUT,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=COMMAND_TIMEOUT,
+        socket_keepalive=True,
+        retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+    )
+    return aioredis.Redis(connection_pool=pool)
+
+
+class PubSubStalled(Exception):
+    """The probe did not come back: the pub/sub connection is not delivering."""
+
+
+class RedisBroker:
+    """Carries frames through Redis pub/sub; channel names are namespaced by ``prefix``."""
+
+    name = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str,
+        node_id: str,
+        client: aioredis.Redis,
+        probe_interval: float = 1.0,
+    ) -> None:
+        self._url = url
+        self._redis = client
+        self._prefix = f"{prefix}:ch:".encode()
+        self._probe_channel = f"{prefix}:probe:{node_id}".encode()
+        self._probe_interval = probe_interval
+        self._stale_after = max(3 * probe_interval, 1.0)
+        self._channels: set[str] = set()
+        self._pending: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._pubsub: Any = None
+        self._connected = asyncio.Event()
+        self._last_probe = 0.0
+        self._reconnects = 0
+        self._last_error: str | None = None
+        self._deliver: Deliver | None = None
+        self._on_gap: GapNotice | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def start(self, deliver: Deliver, on_gap: GapNotice) -> None:
+        self._deliver, self._on_gap = deliver, on_gap
+        self._tasks = [
+            asyncio.create_task(self._listen_forever(), name="quart-chat redis listener"),
+            asyncio.create_task(self._probe_forever(), name="quart-chat redis probe"),
+        ]
+        try:
+            await asyncio.wait_for(self._connected.wait(), CONNECT_TIMEOUT + SUBSCRIBE_TIMEOUT)
+        except asyncio.TimeoutError:
+            await self.close()
+            raise Unavailable(f"cannot reach Redis at {self._safe_url()}: {self._last_error}")
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        self._connected.clear()
+        with contextlib.suppress(*REDIS_DOWN):
+            await self._redis.aclose()
+
+    # -- operations ----------------------------------------------------------------
+
+    async def subscribe(self, channel: str) -> None:
+        if not self._connected.is_set():
+            raise Unavailable("the message broker is unreachable; retry shortly")
+        wire = self._prefix + channel.encode()
+        confirmed = asyncio.get_running_loop().create_future()
+        self._pending.setdefault(wire, []).append(confirmed)
+        self._channels.add(channel)
+        try:
+            await self._pubsub.subscribe(wire)
+            await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT)
+        except asyncio.CancelledError:
+            self._channels.discard(channel)
+            raise
+        except (*REDIS_DOWN, PubSubStalled) as exc:
+            self._channels.discard(channel)
+            raise Unavailable("the message broker is unreachable; retry shortly") from exc
+        finally:
+            waiting = self._pending.get(wire, [])
+            if confirmed in waiting:
+                waiting.remove(confirmed)
+            if not waiting:
+                self._pending.pop(wire, None)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+        if self._connected.is_set():
+            with contextlib.suppress(*REDIS_DOWN):
+                await self._pubsub.unsubscribe(self._prefix + channel.encode())
+        # While disconnected there is nothing to do: the next connection only
+        # resubscribes what is still in self._channels.
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        try:
+            await self._redis.publish(self._prefix + channel.encode(), payload)
+        except REDIS_DOWN as exc:
+            raise Unavailable("the message broker is unreachable; retry shortly") from exc
+
+    async def health(self) -> dict[str, Any]:
+        try:
+            await asyncio.wait_for(self._redis.ping(), COMMAND_TIMEOUT)
+            commands = True
+        except REDIS_DOWN:
+            commands = False
+        pubsub = self._connected.is_set()
+        return {
+            "connected": commands and pubsub,
+            "pubsub": pubsub,
+            "pubsub_age": round(time.monotonic() - self._last_probe, 3),
+            "reconnects": self._reconnects,
+            "channels": len(self._channels),
+        }
+
+    # -- the listener --------------------------------------------------------------
+
+    async def _listen_forever(self) -> None:
+        delay = BACKOFF_FIRST
+        first = True
+        while True:
+            try:
+                await self._listen_once(resubscribed=not first)
+            except asyncio.CancelledError:
+                raise
+            except (*REDIS_DOWN, PubSubStalled) as exc:
+                self._last_error = f"{type(exc).__name__}: {exc}"
+                if self._connected.is_set():
+                    log.warning("redis pub/sub lost (%s); reconnecting", self._last_error)
+                else:
+                    log.debug("redis pub/sub still down (%s)", self._last_error)
+            except Exception:
+                self._last_error = "unexpected error"
+                log.exception("redis pub/sub listener failed; reconnecting")
+            if self._connected.is_set():
+                delay = BACKOFF_FIRST  # it was up: start the backoff again from the bottom
+            self._connected.clear()
+            self._fail_pending()
+            first = False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    async def _listen_once(self, *, resubscribed: bool) -> None:
+        client = aioredis.Redis.from_url(
+            self._url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+        )
+        pubsub = client.pubsub()
+        try:
+            channels = sorted(self._channels)
+            wires = [self._probe_channel, *(self._prefix + c.encode() for c in channels)]
+            await asyncio.wait_for(pubsub.subscribe(*wires), SUBSCRIBE_TIMEOUT)
+            await self._await_confirmations(pubsub, len(wires))
+            self._pubsub = pubsub
+            self._last_probe = time.monotonic()
+            self._connected.set()
+            if resubscribed:
+                self._reconnects += 1
+                log.info("redis pub/sub reconnected; resubscribed %d channels", len(channels))
+                if channels and self._on_gap is not None:
+                    self._on_gap(channels)
+            await self._read(pubsub)
+        finally:
+            self._pubsub = None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pubsub.aclose(), 1.0)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), 1.0)
+
+    async def _await_confirmations(self, pubsub: Any, count: int) -> None:
+        deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
+        while count:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise PubSubStalled("no reply to SUBSCRIBE")
+            message = await pubsub.get_message(timeout=left)
+            if message is not None and message["type"] == "subscribe":
+                count -= 1
+            elif message is not None:
+                self._handle(message)
+
+    async def _read(self, pubsub: Any) -> None:
+        prefix, probe, deliver = self._prefix, self._probe_channel, self._deliver
+        skip = len(prefix)
+        if deliver is None:
+            raise RuntimeError("start() was not called")
+        while True:
+            message = await pubsub.get_message(timeout=self._probe_interval)
+            if message is None:
+                if time.monotonic() - self._last_probe > self._stale_after:
+                    raise PubSubStalled(f"no probe for {self._stale_after:.1f}s")
+                continue
+            channel = message["channel"]
+            if message["type"] == "message" and channel.startswith(prefix):
+                deliver(channel[skip:].decode(), message["data"])
+            elif channel == probe:
+                self._last_probe = time.monotonic()
+            else:
+                self._handle(message)
+
+    def _handle(self, message: dict[str, Any]) -> None:
+        if message["type"] == "subscribe":
+            for waiter in self._pending.pop(message["channel"], []):
+                if not waiter.done():
+                    waiter.set_result(None)
+        elif message["type"] == "message" and message["channel"] == self._probe_channel:
+            self._last_probe = time.monotonic()
+
+    def _fail_pending(self) -> None:
+        for waiters in self._pending.values():
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_exception(PubSubStalled("pub/sub connection lost"))
+
+    async def _probe_forever(self) -> None:
+        """Publish to our own probe channel; the listener proves it is caught up."""
+        while True:
+            await asyncio.sleep(self._probe_interval)
+            if self._connected.is_set():
+                with contextlib.suppress(*REDIS_DOWN):
+                    await self._redis.publish(self._probe_channel, b"probe")
+
+    def _safe_url(self) -> str:
+        """The URL without a password, for messages and logs."""
+        head, sep, tail = self._url.rpartition("@")
+        return f"{self._url.split('://')[0]}://***@{tail}" if sep else self._url

@@ -1,0 +1,226 @@
+"""The ``quart-chat`` command: ``serve`` runs hypercorn programmatically, ``plugins`` lists.
+
+Every ``serve`` option is generated from :class:`Settings`, defaults to "not given", and
+overrides the ``QUART_CHAT_*`` environment only when given on the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import multiprocessing
+import signal
+import sys
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from . import __version__
+from .config import ENV_PREFIX, Settings
+from .errors import ConfigError
+
+log = logging.getLogger("quart_chat")
+
+#: Short names for settings that people type often.
+SHORT_FLAGS = {"plugins": ("-p", "--plugin"), "workers": ("-w", "--workers"),
+               "bind": ("-b", "--bind")}
+
+
+def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Add one option per Settings field, documented from the field's comment."""
+    hints = typing.get_type_hints(Settings)
+    docs = _field_docs()
+    for field in reversed(dataclasses.fields(Settings)):
+        flags = SHORT_FLAGS.get(field.name, (f"--{field.name.replace('_', '-')}",))
+        hint = hints[field.name]
+        multiple = typing.get_origin(hint) is tuple
+        base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
+        kind = str if multiple else {int: int, float: float}.get(base, str)
+        default = field.default if not multiple else ",".join(field.default)  # type: ignore[arg-type]
+        text = f"{docs.get(field.name, '')} [env {ENV_PREFIX}{field.name.upper()}; default {default or 'unset'}]"
+        command = click.option(*flags, field.name, type=kind, multiple=multiple, default=None,
+                               help=text)(command)
+    return command
+
+
+def _field_docs() -> dict[str, str]:
+    """The ``#:`` comment above each field in config.py, used as the option's help."""
+    import inspect
+
+    from . import config
+
+    docs, pending = {}, []
+    for line in inspect.getsource(config.Settings).splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
+        elif pending and ":" in stripped:
+            docs[stripped.split(":", 1)[0]] = " ".join(pending)
+            pending = []
+    return docs
+
+
+def settings_from(options: dict[str, Any]) -> Settings:
+    """Environment settings, overridden by the options actually given."""
+    given = {k: v for k, v in options.items() if v is not None and v != ()}
+    return Settings.from_env().replace(**given)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="quart-chat")
+def main() -> None:
+    """quart-chat: a real-time chat server over WebSockets and Redis pub/sub."""
+
+
+@main.command()
+@_setting_options
+def serve(**options: Any) -> None:
+    """Run the server with hypercorn (the embedded broker unless --redis-url is given)."""
+    try:
+        settings = settings_from(options)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    _configure_logging(settings.log_level)
+    config = _hypercorn_config(settings)
+    if settings.workers == 1:
+        sys.exit(run_worker(settings, config))
+    sys.exit(_supervise(settings, config))
+
+
+@main.command("plugins")
+@_setting_options
+def plugins_command(**options: Any) -> None:
+    """List the plugins that would load, and the hooks each implements."""
+    from .plugins import describe, make_plugin_manager
+
+    try:
+        pm = make_plugin_manager(settings_from(options))
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+    rows = describe(pm)
+    if not rows:
+        click.echo("no plugins loaded")
+    for name, hooks in rows:
+        click.echo(f"{name}\n    hooks: {', '.join(hooks) or '(none)'}")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+
+
+def _hypercorn_config(settings: Settings) -> Any:
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [settings.bind]
+    config.graceful_timeout = settings.shutdown_timeout
+    # Frames a little over the limit get a ``too_large`` error frame from the session;
+    # hypercorn closes with 1009 only beyond this (it counts characters, not bytes).
+    config.websocket_max_message_size = settings.max_frame_bytes * 4
+    config.accesslog = None
+    config.errorlog = logging.getLogger("hypercorn.error")
+    return config
+
+
+def run_worker(settings: Settings, config: Any, sockets: Any = None,
+               stop_event: Any = None) -> int:
+    """Serve in this process until SIGINT/SIGTERM (or ``stop_event``); the exit status."""
+    from hypercorn.asyncio.run import worker_serve
+    from hypercorn.utils import LifespanFailureError, wrap_app
+
+    from .app import chat_service, create_app
+
+    _configure_logging(settings.log_level)
+    try:
+        app = create_app(settings)
+    except ConfigError as exc:
+        click.echo(f"quart-chat: {exc}", err=True)
+        return 2
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for name in ("SIGINT", "SIGTERM"):
+            loop.add_signal_handler(getattr(signal, name), stop.set)
+        watcher = None
+        if stop_event is not None:
+            watcher = asyncio.create_task(_watch(stop_event, stop))
+
+        async def shutdown_trigger() -> None:
+            await stop.wait()
+            log.info("shutting down: closing sessions with 1001")
+            await chat_service(app).close_sessions(1001, "server shutting down")
+
+        try:
+            await worker_serve(wrap_app(app, config.wsgi_max_body_size, "asgi"), config,
+                               sockets=sockets, shutdown_trigger=shutdown_trigger)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+
+    try:
+        _event_loop_runner()(main())
+    except LifespanFailureError as exc:
+        click.echo(f"quart-chat: startup failed: {exc.__cause__ or exc}", err=True)
+        return 1
+    except OSError as exc:
+        click.echo(f"quart-chat: cannot listen on {settings.bind}: {exc}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+async def _watch(stop_event: Any, stop: asyncio.Event) -> None:
+    while not stop_event.is_set():
+        await asyncio.sleep(0.1)
+    stop.set()
+
+
+def _event_loop_runner() -> Callable[[Any], Any]:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run  # type: ignore[no-any-return]
+
+
+def _supervise(settings: Settings, config: Any) -> int:
+    """Run ``workers`` processes on shared sockets; stop them all on a signal."""
+    context = multiprocessing.get_context("spawn")
+    sockets = config.create_sockets()
+    stop_event = context.Event()
+    workers = [
+        context.Process(target=_worker_main, args=(settings, config, sockets, stop_event),
+                        name=f"quart-chat worker {n}")
+        for n in range(settings.workers)
+    ]
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop_event.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    for worker in workers:
+        worker.start()
+    log.info("started %d workers on %s", len(workers), settings.bind)
+    status = 0
+    while any(w.is_alive() for w in workers):
+        for worker in workers:
+            worker.join(0.2)
+            if worker.exitcode not in (None, 0) and not stop_event.is_set():
+                log.error("%s exited with %s; stopping the others", worker.name, worker.exitcode)
+                status = 1
+                stop_event.set()
+    for sock in sockets.insecure_sockets:
+        sock.close()
+    return status
+
+
+def _worker_main(settings: Settings, config: Any, sockets: Any, stop_event: Any) -> None:
+    sys.exit(run_worker(settings, config, sockets, stop_event))

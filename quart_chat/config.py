@@ -1,0 +1,149 @@
+"""Typed settings: one class, safe defaults, built from the environment or a mapping.
+
+Every field is also the environment variable ``QUART_CHAT_<FIELD>`` (upper case), so
+``hypercorn "quart_chat:create_app()"`` and ``quart-chat serve`` read the same names.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from .errors import ConfigError
+
+ENV_PREFIX = "QUART_CHAT_"
+
+SECONDS = 1.0
+KIB = 1024
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Server settings. Fields are alphabetised; each is ``QUART_CHAT_<NAME>`` too."""
+
+    #: Browser origins allowed to open a WebSocket; empty means any origin.
+    allowed_origins: tuple[str, ...] = ()
+    #: Address ``quart-chat serve`` listens on (``HOST:PORT``).
+    bind: str = "127.0.0.1:8000"
+    #: Seconds a plugin hook may run before it is abandoned and logged.
+    hook_timeout: float = 5 * SECONDS
+    #: Expected ``aud`` claim of client tokens (checked when set).
+    jwt_audience: str | None = None
+    #: Expected ``iss`` claim of client tokens (checked when set).
+    jwt_issuer: str | None = None
+    #: HMAC secret for client tokens; unset means development mode (plain ``client_id``).
+    jwt_secret: str | None = None
+    #: Namespace for every Redis key and pub/sub channel this server uses.
+    key_prefix: str = "quart-chat"
+    #: Log level of the ``quart_chat`` loggers.
+    log_level: str = "info"
+    #: Bad frames (or rate-limited publishes) tolerated per 10 s before closing with 1008.
+    max_bad_frames: int = 20
+    #: Channels one session may be subscribed to at once.
+    max_channels_per_session: int = 100
+    #: Largest inbound frame, in UTF-8 bytes; larger frames get ``too_large``.
+    max_frame_bytes: int = 32 * KIB
+    #: Largest ``limit`` a ``history`` request may ask for.
+    max_history: int = 200
+    #: Longest message text, in characters.
+    max_text_length: int = 4000
+    #: Frames waiting for one socket before that client is disconnected as too slow.
+    outbound_queue: int = 1024
+    #: Module paths of plugins to load (``-p``), comma-separated in the environment.
+    plugins: tuple[str, ...] = ()
+    #: Folder whose ``*.py`` files are loaded as plugins.
+    plugins_dir: str | None = None
+    #: Publishes one session may burst before ``publish_rate`` applies.
+    publish_burst: int = 40
+    #: Sustained publishes per second per session (token bucket).
+    publish_rate: float = 20.0
+    #: Redis URL; unset means the embedded in-process broker (one process only).
+    redis_url: str | None = None
+    #: Seconds between liveness probes of the Redis pub/sub connection.
+    redis_probe_interval: float = 1 * SECONDS
+    #: Seconds to wait for shutdown to close sessions before giving up.
+    shutdown_timeout: float = 5 * SECONDS
+    #: Server processes ``quart-chat serve`` starts (needs Redis when more than one).
+    workers: int = 1
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``QUART_CHAT_*`` variables (``os.environ`` by default)."""
+        environ = os.environ if environ is None else environ
+        values = {
+            field.name: environ[ENV_PREFIX + field.name.upper()]
+            for field in dataclasses.fields(cls)
+            if ENV_PREFIX + field.name.upper() in environ
+        }
+        return cls.from_mapping(values)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
+        """Build settings from a mapping of field names to values or strings."""
+        return cls().replace(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied; strings are converted to the field's type."""
+        hints = typing.get_type_hints(type(self))
+        known = {field.name for field in dataclasses.fields(self)}
+        converted = {}
+        for name, value in changes.items():
+            if name not in known:
+                raise ConfigError(f"unknown setting {name!r}")
+            converted[name] = _convert(name, hints[name], value)
+        settings = dataclasses.replace(self, **converted)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Refuse values that cannot work, naming the setting."""
+        positive = (
+            "hook_timeout",
+            "max_bad_frames",
+            "max_channels_per_session",
+            "max_frame_bytes",
+            "max_history",
+            "max_text_length",
+            "outbound_queue",
+            "publish_burst",
+            "publish_rate",
+            "redis_probe_interval",
+            "shutdown_timeout",
+            "workers",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{_env(name)} must be greater than 0")
+        if self.workers > 1 and not self.redis_url:
+            raise ConfigError(
+                f"{_env('workers')}={self.workers} needs {_env('redis_url')}: the embedded "
+                "broker lives in one process, so messages would not cross workers"
+            )
+
+
+def _env(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _convert(name: str, hint: Any, value: Any) -> Any:
+    """Turn an environment string (or an already typed value) into the field's type."""
+    optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    if optional:
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if value is None or value == "":
+            return None
+    if typing.get_origin(hint) is tuple:
+        if isinstance(value, str):
+            return tuple(item.strip() for item in value.split(",") if item.strip())
+        return tuple(value)
+    if not isinstance(value, str):
+        return value
+    try:
+        return hint(value)
+    except ValueError:
+        kind = {int: "an integer", float: "a number"}.get(hint, hint.__name__)
+        raise ConfigError(f"{_env(name)}: expected {kind}, got {value!r}") from None

@@ -1,0 +1,74 @@
+"""The one fan-out: channel -> local sessions, driving the broker's subscriptions.
+
+The first local subscriber of a channel subscribes the broker; the last one to leave
+unsubscribes it. A broker message is decoded to text once and put into each local
+session's bounded queue without awaiting anything, so a slow socket can never hold up
+delivery to the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+from . import protocol
+from .brokers.base import Broker
+
+if TYPE_CHECKING:
+    from .session import Session
+
+
+class Hub:
+    """Local membership of channels for one server process."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.members: dict[str, set[Session]] = {}
+        # Serialises broker subscribe/unsubscribe transitions (first join, last leave).
+        self._transition = asyncio.Lock()
+
+    async def start(self) -> None:
+        await self.broker.start(self.deliver, self.gap)
+
+    async def join(self, session: Session, channel: str) -> None:
+        """Add ``session`` to ``channel``; may raise ``Unavailable`` from the broker."""
+        members = self.members.get(channel)
+        if members is None:
+            async with self._transition:
+                members = self.members.get(channel)
+                if members is None:
+                    await self.broker.subscribe(channel)
+                    members = self.members[channel] = set()
+        members.add(session)
+
+    async def leave(self, session: Session, channel: str) -> None:
+        """Remove ``session`` from ``channel``; unsubscribe the broker if it was the last."""
+        members = self.members.get(channel)
+        if members is None:
+            return
+        members.discard(session)
+        if members:
+            return
+        async with self._transition:
+            if self.members.get(channel) is members and not members:
+                del self.members[channel]
+                await self.broker.unsubscribe(channel)
+
+    def deliver(self, channel: str, payload: bytes) -> None:
+        """Broker callback: queue one encoded frame for every local subscriber."""
+        members = self.members.get(channel)
+        if members:
+            frame = payload.decode()
+            for session in tuple(members):
+                session.deliver(frame)
+
+    def gap(self, channels: Collection[str]) -> None:
+        """Broker callback: tell local subscribers that messages may have been missed."""
+        for channel in channels:
+            frame = protocol.encode(
+                {"type": "gap", "channel": channel,
+                 "reason": "broker reconnected; messages may have been missed"}
+            )
+            for session in tuple(self.members.get(channel, ())):
+                session.deliver(frame)

@@ -1,0 +1,179 @@
+"""The plugin manager: building it, loading plugins, and calling hooks safely.
+
+pluggy is synchronous, so the host never lets pluggy combine results: it calls each
+implementation itself, awaits coroutines (``await_me_maybe``), applies the timeout, and
+logs failures with the plugin's name. Set ``QUART_CHAT_TRACE_PLUGINS=1`` to log every
+hook call with its duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import inspect
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from . import hookspecs
+from .config import Settings
+from .errors import ChatError, ConfigError, InternalError
+
+log = logging.getLogger("quart_chat.plugins")
+
+ENTRY_POINT_GROUP = "quart_chat"
+
+
+class HookFailed(InternalError):
+    """A plugin raised or timed out; the client sees ``internal``, the log the details."""
+
+
+@dataclass(frozen=True)
+class HookCall:
+    """One implementation's result, with the plugin that produced it."""
+
+    plugin: str
+    result: Any
+
+
+def make_plugin_manager(settings: Settings, extra: Iterable[object] = ()) -> pluggy.PluginManager:
+    """A manager with the specs, entry points, ``plugins_dir``, ``plugins`` and ``extra``.
+
+    Raises :class:`ConfigError` naming the file or module when a plugin cannot load,
+    and when a plugin implements a hook that does not exist (a misspelling).
+    """
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    if settings.plugins_dir:
+        for path in _plugin_files(Path(settings.plugins_dir)):
+            pm.register(_import_file(path), name=f"{path.stem} ({path})")
+    for module_name in settings.plugins:
+        pm.register(_import_module(module_name), name=module_name)
+    for plugin in extra:
+        pm.register(plugin, name=_plugin_name(plugin))
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise ConfigError(f"plugin {exc.plugin!r}: {exc}") from None
+    return pm
+
+
+def _plugin_name(plugin: object) -> str:
+    return getattr(plugin, "__name__", None) or type(plugin).__name__
+
+
+def _plugin_files(folder: Path) -> Iterator[Path]:
+    if not folder.is_dir():
+        raise ConfigError(f"--plugins-dir {folder}: not a directory")
+    for path in sorted(folder.glob("*.py")):
+        if not path.name.startswith("_"):
+            yield path
+
+
+def _import_file(path: Path) -> object:
+    name = f"quart_chat_plugins.{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"plugin file {path}: cannot be imported")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        del sys.modules[name]
+        raise ConfigError(f"plugin file {path} failed to import: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+def _import_module(name: str) -> object:
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:
+        raise ConfigError(f"plugin module {name!r} failed to import: {type(exc).__name__}: {exc}") from exc
+
+
+def describe(pm: pluggy.PluginManager) -> list[tuple[str, list[str]]]:
+    """(plugin name, sorted hook names) for every registered plugin."""
+    rows = []
+    for name, plugin in pm.list_name_plugin():
+        hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or ())
+        rows.append((name, hooks))
+    return rows
+
+
+async def await_me_maybe(value: Any) -> Any:
+    """Await ``value`` if it is awaitable; plugins may be sync or async."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+class HookRunner:
+    """Calls hook implementations one by one with timeouts and error isolation."""
+
+    def __init__(self, pm: pluggy.PluginManager, timeout: float) -> None:
+        self.pm = pm
+        self.timeout = timeout
+        self.trace = os.environ.get("QUART_CHAT_TRACE_PLUGINS", "") not in ("", "0")
+
+    def implemented(self, hook_name: str) -> bool:
+        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+
+    async def each(self, hook_name: str, **kwargs: Any) -> list[HookCall]:
+        """Call every implementation in pluggy's order; raise HookFailed on the first error.
+
+        ChatError subclasses raised by a plugin (``Rejected``, ``Forbidden``) pass
+        through unchanged: they are answers, not failures.
+        """
+        calls = []
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            calls.append(HookCall(impl.plugin_name, await self.call(impl, hook_name, kwargs)))
+        return calls
+
+    async def each_logged(self, hook_name: str, **kwargs: Any) -> None:
+        """Call every implementation; log failures and carry on (for notifications)."""
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            try:
+                await self.call(impl, hook_name, kwargs)
+            except ChatError:
+                pass  # already logged by call()
+
+    async def first(self, hook_name: str, **kwargs: Any) -> Any:
+        """The first non-None result, in pluggy's order."""
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            value = await self.call(impl, hook_name, kwargs)
+            if value is not None:
+                return value
+        return None
+
+    async def call(self, impl: Any, hook_name: str, kwargs: dict[str, Any]) -> Any:
+        """One implementation, awaited with the timeout; failures become HookFailed."""
+        args = {name: kwargs[name] for name in impl.argnames}
+        start = time.perf_counter()
+        try:
+            value = impl.function(**args)
+            if inspect.isawaitable(value):
+                value = await asyncio.wait_for(value, self.timeout)
+        except ChatError:
+            raise
+        except asyncio.TimeoutError:
+            log.error("plugin %s: hook %s timed out after %.1fs",
+                      impl.plugin_name, hook_name, self.timeout)
+            raise HookFailed(f"a server plugin failed ({hook_name})") from None
+        except Exception:
+            log.exception("plugin %s: hook %s raised", impl.plugin_name, hook_name)
+            raise HookFailed(f"a server plugin failed ({hook_name})") from None
+        finally:
+            if self.trace:
+                log.info("trace: %s.%s took %.2f ms", impl.plugin_name, hook_name,
+                         (time.perf_counter() - start) * 1000)
+        return value

@@ -1,0 +1,188 @@
+"""Wire protocol v1: frames <-> typed values, validation, and encoding.
+
+Inbound frames are decoded at the edge into msgspec Structs (a tagged union on
+``type``), so handlers never see raw JSON. Every failure becomes a :class:`ChatError`
+with the protocol's code, carrying the frame's ``id`` when one could be read.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any
+
+import msgspec
+
+from .errors import BadFrame, ChatError, InvalidChannel, TooLarge, UnknownType
+
+PROTOCOL_VERSION = 1
+
+CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
+CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+
+#: Close codes the server uses (documented in the README).
+CLOSE_GOING_AWAY = 1001  # server shutting down
+CLOSE_POLICY = 1008  # too many bad frames
+CLOSE_TOO_BIG = 1009  # frame beyond the transport limit
+CLOSE_INTERNAL = 1011
+CLOSE_SLOW_CONSUMER = 4000  # outbound queue full: the client stopped reading
+
+RequestId = int | str | None
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="message",
+              omit_defaults=True):
+    """One chat message, as plugins see it and as it travels on the wire.
+
+    Immutable; make a changed copy with :meth:`replace`.
+    """
+
+    channel: str
+    sender: str
+    text: str
+    ts: float
+    mid: str
+    bot: bool = False
+
+    def replace(self, **changes: Any) -> Message:
+        """A copy of this message with ``changes`` applied (e.g. ``text=...``)."""
+        return msgspec.structs.replace(self, **changes)
+
+
+class _Frame(msgspec.Struct, kw_only=True, tag_field="type"):
+    id: RequestId = None
+
+
+class Subscribe(_Frame, tag="subscribe"):
+    channel: str
+
+
+class Unsubscribe(_Frame, tag="unsubscribe"):
+    channel: str | None = None
+
+
+class Publish(_Frame, tag="publish"):
+    channel: str
+    text: str
+
+
+class Channels(_Frame, tag="channels"):
+    pass
+
+
+class Presence(_Frame, tag="presence"):
+    channel: str
+
+
+class History(_Frame, tag="history"):
+    channel: str
+    limit: int = 50
+    before: str | None = None
+
+
+class Ping(_Frame, tag="ping"):
+    pass
+
+
+ClientFrame = Subscribe | Unsubscribe | Publish | Channels | Presence | History | Ping
+FRAME_TYPES = frozenset(
+    frame.__struct_config__.tag for frame in ClientFrame.__args__  # type: ignore[union-attr]
+)
+
+_decoder = msgspec.json.Decoder(ClientFrame)
+_encoder = msgspec.json.Encoder()
+
+
+class FrameError(Exception):
+    """A decode failure: the error to send and the request id it answers (if any)."""
+
+    def __init__(self, error: ChatError, request_id: RequestId) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.request_id = request_id
+
+
+def decode(data: str | bytes | None, max_bytes: int) -> ClientFrame:
+    """Decode one inbound WebSocket frame, or raise :class:`FrameError`."""
+    if not isinstance(data, str):
+        raise FrameError(BadFrame("binary frames are not supported: send JSON text"), None)
+    # Cheap test first: a str of n characters has at most 4n UTF-8 bytes.
+    if len(data) * 4 > max_bytes and len(data.encode()) > max_bytes:
+        raise FrameError(TooLarge(f"frame is larger than {max_bytes} bytes"), _peek_id(data))
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise _explain(data, exc) from None
+
+
+def _peek_id(data: str) -> RequestId:
+    try:
+        value = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(value, dict):
+        request_id = value.get("id")
+        if isinstance(request_id, (int, str)) and not isinstance(request_id, bool):
+            return request_id
+    return None
+
+
+def _explain(data: str, exc: msgspec.DecodeError) -> FrameError:
+    """Turn msgspec's message into the protocol's error code (slow path only)."""
+    try:
+        value = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return FrameError(BadFrame(f"malformed JSON: {exc}"), None)
+    if not isinstance(value, dict):
+        return FrameError(BadFrame("a frame must be a JSON object"), None)
+    request_id = _peek_id(data)
+    kind = value.get("type")
+    if not isinstance(kind, str):
+        return FrameError(BadFrame("a frame needs a string field 'type'"), request_id)
+    if kind not in FRAME_TYPES:
+        known = ", ".join(sorted(FRAME_TYPES))
+        return FrameError(UnknownType(f"unknown frame type {kind!r}; known: {known}"), request_id)
+    return FrameError(BadFrame(str(exc).replace("`", "'")), request_id)
+
+
+def check_channel(channel: str) -> str:
+    """Return ``channel`` if it is a valid channel name, else raise InvalidChannel."""
+    if CHANNEL_PATTERN.fullmatch(channel) is None:
+        raise InvalidChannel(
+            f"invalid channel {channel[:140]!r}: use 1-128 of A-Z a-z 0-9 _ . : -"
+        )
+    return channel
+
+
+def is_valid_client_id(client_id: str) -> bool:
+    return CLIENT_ID_PATTERN.fullmatch(client_id) is not None
+
+
+def new_mid(ts: float | None = None) -> str:
+    """A message id that sorts by time: 12 hex digits of milliseconds + 10 random."""
+    millis = int((time.time() if ts is None else ts) * 1000)
+    return f"{millis:012x}{os.urandom(5).hex()}"
+
+
+def encode_message(message: Message) -> bytes:
+    return _encoder.encode(message)
+
+
+def decode_message(payload: bytes | str) -> Message:
+    return msgspec.json.decode(payload, type=Message)
+
+
+def encode(frame: dict[str, Any]) -> str:
+    return _encoder.encode(frame).decode()
+
+
+def result(request_id: RequestId, fields: dict[str, Any] | None = None) -> str:
+    frame: dict[str, Any] = {"type": "result", "id": request_id, "ok": True}
+    if fields:
+        frame.update(fields)
+    return encode(frame)
+
+
+def error(request_id: RequestId, exc: ChatError) -> str:
+    return encode({"type": "error", "id": request_id, "code": exc.code, "message": str(exc)})

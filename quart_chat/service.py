@@ -1,0 +1,104 @@
+"""The per-process chat service: owns the broker, store, hub, plugins and live sessions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from . import protocol
+from .bots import Bot, bot_name
+from .brokers import open_backend
+from .config import Settings
+from .hub import Hub
+from .plugins import HookRunner, make_plugin_manager
+from .protocol import Message
+
+if TYPE_CHECKING:
+    from quart import Quart
+
+    from .session import Session
+
+log = logging.getLogger("quart_chat")
+
+
+class ChatService:
+    """Everything one server process shares between its sessions."""
+
+    def __init__(self, settings: Settings, plugins: Iterable[object] = ()) -> None:
+        self.settings = settings
+        self.node_id = secrets.token_hex(6)
+        self.broker, self.store = open_backend(settings, self.node_id)
+        self.hub = Hub(self.broker)
+        self.pm = make_plugin_manager(settings, plugins)
+        self.hooks = HookRunner(self.pm, settings.hook_timeout)
+        self.sessions: set[Session] = set()
+        self._filters = self.hooks.implemented("filter_message")
+
+    async def start(self, app: Quart) -> None:
+        """Connect the broker and start plugins; raises if either cannot start."""
+        await self.hub.start()
+        for call in reversed(self.pm.hook.startup.get_hookimpls()):
+            await self.hooks.call(call, "startup", {"app": app})
+        if not self.settings.jwt_secret:
+            log.warning("no QUART_CHAT_JWT_SECRET: development mode, any client_id is accepted")
+        if not self.settings.allowed_origins:
+            log.warning("no QUART_CHAT_ALLOWED_ORIGINS: browser pages from any origin may connect")
+        log.info("quart-chat ready (broker=%s, node=%s)", self.broker.name, self.node_id)
+
+    async def stop(self, app: Quart) -> None:
+        """Close every session with 1001, stop plugins, then the broker."""
+        await self.close_sessions(protocol.CLOSE_GOING_AWAY, "server shutting down")
+        await self.hooks.each_logged("shutdown", app=app)
+        await self.broker.close()
+
+    async def close_sessions(self, code: int, reason: str) -> None:
+        """Ask every session to close and wait (bounded) until they have cleaned up."""
+        sessions = list(self.sessions)
+        for session in sessions:
+            session.close(code, reason)
+        waits = [session.finished.wait() for session in sessions]
+        if waits:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), self.settings.shutdown_timeout)
+
+    async def publish(self, message: Message, session: Session | None) -> Message:
+        """Filter, publish through the broker, then run ``message_published`` hooks."""
+        if self._filters:
+            message = await self.filter(message, session)
+        await self.broker.publish(message.channel, protocol.encode_message(message))
+        await self.notify("message_published", message=message, trigger=message)
+        return message
+
+    async def filter(self, message: Message, session: Session | None) -> Message:
+        for impl in reversed(self.pm.hook.filter_message.get_hookimpls()):
+            changed = await self.hooks.call(
+                impl, "filter_message", {"message": message, "session": session}
+            )
+            if changed is not None:
+                message = changed
+        return message
+
+    async def notify(self, hook_name: str, trigger: Message | None = None, **kwargs: Any) -> None:
+        """Call every implementation, giving each its own ``bot``; failures are logged."""
+        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+            args = kwargs
+            if "bot" in impl.argnames:
+                bot = Bot(self, bot_name(impl.plugin, impl.plugin_name), trigger)
+                args = {**kwargs, "bot": bot}
+            with contextlib.suppress(Exception):  # logged by HookRunner.call
+                await self.hooks.call(impl, hook_name, args)
+
+    async def health(self) -> dict[str, Any]:
+        broker = await self.broker.health()
+        return {
+            "status": "ok" if broker["connected"] else "unavailable",
+            "broker": self.broker.name,
+            "node": self.node_id,
+            "sessions": len(self.sessions),
+            "channels": len(self.hub.members),
+            **broker,
+        }

@@ -1,0 +1,310 @@
+"""One WebSocket: an inbound loop, the only writer (outbound loop), its channels and limits."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from . import __version__, protocol
+from .errors import (
+    AlreadySubscribed,
+    BadFrame,
+    ChatError,
+    Forbidden,
+    HistoryUnavailable,
+    NotSubscribed,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+)
+from .limits import TokenBucket
+from .protocol import (
+    Channels,
+    ClientFrame,
+    FrameError,
+    History,
+    Message,
+    Ping,
+    Presence,
+    Publish,
+    Subscribe,
+    Unsubscribe,
+    check_channel,
+)
+
+if TYPE_CHECKING:
+    from quart.wrappers import Websocket
+
+    from .service import ChatService
+
+log = logging.getLogger("quart_chat.session")
+
+#: Errors that count towards closing an abusive client (see ``max_bad_frames``).
+ABUSE_CODES = frozenset({"bad_frame", "unknown_type", "too_large", "rate_limited"})
+#: Most frames one coalesced WebSocket frame may carry (``?batch=1``).
+MAX_BATCH = 256
+#: Seconds allowed for the close frame to reach a client that may not be reading.
+CLOSE_TIMEOUT = 1.0
+
+_ANSWERED = object()  # a handler that queued its own result frame returns this
+
+
+class Session:
+    """A connected client. ``client_id`` and ``id`` are public for plugins."""
+
+    def __init__(
+        self, service: ChatService, websocket: Websocket, client_id: str, *, batch: bool = False
+    ) -> None:
+        settings = service.settings
+        self.id = secrets.token_hex(8)
+        self.client_id = client_id
+        self.batch = batch
+        self.channels: set[str] = set()
+        self.connected_at = time.time()
+        #: Why the session ended (a WebSocket close code); None while it runs.
+        self.close_code: int | None = None
+        self.close_reason = ""
+        #: Set once the session has left every channel and run its hooks.
+        self.finished = asyncio.Event()
+        self._service = service
+        self._settings = settings
+        self._websocket = websocket
+        self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=settings.outbound_queue)
+        self._closing = asyncio.Event()
+        self._publishes = TokenBucket(settings.publish_rate, settings.publish_burst)
+        self._abuse = TokenBucket(settings.max_bad_frames / 10, settings.max_bad_frames)
+        self._handlers: dict[type[ClientFrame], Callable[[Any], Awaitable[Any]]] = {
+            Subscribe: self._subscribe,
+            Unsubscribe: self._unsubscribe,
+            Publish: self._publish,
+            Channels: self._channels,
+            Presence: self._presence,
+            History: self._history,
+            Ping: self._ping,
+        }
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id} client_id={self.client_id!r}>"
+
+    # -- called by the hub and the service (never awaits) -------------------------------
+
+    def deliver(self, frame: str) -> None:
+        """Queue one frame; a full queue means the client stopped reading: close it."""
+        try:
+            self._queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
+
+    def close(self, code: int, reason: str) -> None:
+        """Ask the session to end with ``code``; the first reason given wins."""
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+            self._closing.set()
+
+    # -- the connection ------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the socket until the client leaves or the session is closed."""
+        service = self._service
+        await self._websocket.accept()
+        self.deliver(protocol.encode(self._welcome()))
+        service.sessions.add(self)
+        tasks = [
+            asyncio.create_task(self._send_loop(), name=f"send {self.id}"),
+            asyncio.create_task(self._receive_loop(), name=f"receive {self.id}"),
+            asyncio.create_task(self._closing.wait(), name=f"closing {self.id}"),
+        ]
+        try:
+            try:
+                await service.store.connect(self.id, self.client_id)
+            except Unavailable:
+                log.warning("session %s: store unreachable at connect", self.id)
+            await service.notify("client_connected", session=self)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("session %s failed", self.id, exc_info=task.exception())
+                    self.close(protocol.CLOSE_INTERNAL, "internal error")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._finish()
+
+    async def _finish(self) -> None:
+        """Leave every channel, clean the store, run hooks, send the close frame."""
+        service = self._service
+        service.sessions.discard(self)
+        channels = sorted(self.channels)
+        self.channels.clear()
+        try:
+            for channel in channels:
+                await service.hub.leave(self, channel)
+            await service.store.disconnect(self.id, self.client_id, channels)
+        except Exception:
+            log.warning("session %s: cleanup incomplete", self.id, exc_info=True)
+        if self.close_code is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self._websocket.close(self.close_code, self.close_reason), CLOSE_TIMEOUT
+                )
+        else:
+            self.close_code, self.close_reason = 1000, "client closed"
+        self.finished.set()
+        await service.notify("client_disconnected", session=self)
+
+    def _welcome(self) -> dict[str, Any]:
+        s = self._settings
+        return {
+            "type": "welcome",
+            "client_id": self.client_id,
+            "session": self.id,
+            "server": f"quart-chat {__version__}",
+            "protocol": protocol.PROTOCOL_VERSION,
+            "batch": self.batch,
+            "limits": {
+                "max_text_length": s.max_text_length,
+                "max_frame_bytes": s.max_frame_bytes,
+                "max_channels": s.max_channels_per_session,
+                "publish_rate": s.publish_rate,
+                "publish_burst": s.publish_burst,
+            },
+        }
+
+    async def _send_loop(self) -> None:
+        """The only writer of this socket."""
+        get, send = self._queue.get, self._websocket.send
+        if not self.batch:
+            while True:
+                await send(await get())
+        queue = self._queue
+        while True:
+            frame = await get()
+            if queue.qsize():
+                frames = [frame]
+                while queue.qsize() and len(frames) < MAX_BATCH:
+                    frames.append(queue.get_nowait())
+                frame = "\n".join(frames)
+            await send(frame)
+
+    async def _receive_loop(self) -> None:
+        receive = self._websocket.receive
+        max_bytes = self._settings.max_frame_bytes
+        while True:
+            data = await receive()
+            try:
+                frame = protocol.decode(data, max_bytes)
+            except FrameError as exc:
+                self._fail(exc.request_id, exc.error)
+                continue
+            try:
+                fields = await self._handlers[type(frame)](frame)
+            except ChatError as exc:
+                self._fail(frame.id, exc)
+                continue
+            except Exception:
+                log.exception("session %s: %s failed", self.id, type(frame).__name__)
+                self._fail(frame.id, ChatError("internal server error"))
+                continue
+            if fields is not _ANSWERED:
+                self.deliver(protocol.result(frame.id, fields))
+
+    def _fail(self, request_id: protocol.RequestId, exc: ChatError) -> None:
+        self.deliver(protocol.error(request_id, exc))
+        if exc.code in ABUSE_CODES and not self._abuse.take():
+            self.close(protocol.CLOSE_POLICY, "too many bad frames")
+
+    # -- operations ------------------------------------------------------------------------
+
+    async def _authorize(self, action: str, channel: str) -> None:
+        calls = self._service.hooks
+        for impl in reversed(calls.pm.hook.authorize.get_hookimpls()):
+            allowed = await calls.call(
+                impl, "authorize", {"session": self, "action": action, "channel": channel}
+            )
+            if allowed is False:
+                raise Forbidden(f"not allowed to {action} to {channel!r}")
+
+    async def _subscribe(self, frame: Subscribe) -> object:
+        channel = check_channel(frame.channel)
+        if channel in self.channels:
+            raise AlreadySubscribed(f"already subscribed to {channel!r}")
+        limit = self._settings.max_channels_per_session
+        if len(self.channels) >= limit:
+            raise Forbidden(f"subscription limit reached: at most {limit} channels per session")
+        await self._authorize("subscribe", channel)
+        service = self._service
+        await service.hub.join(self, channel)
+        self.channels.add(channel)
+        try:
+            await service.store.join(self.id, self.client_id, channel)
+        except Unavailable:
+            self.channels.discard(channel)
+            await service.hub.leave(self, channel)
+            raise
+        self.deliver(protocol.result(frame.id))
+        await service.notify("client_subscribed", session=self, channel=channel)
+        return _ANSWERED
+
+    async def _unsubscribe(self, frame: Unsubscribe) -> dict[str, Any]:
+        if frame.channel is None:
+            leaving = sorted(self.channels)
+        else:
+            channel = check_channel(frame.channel)
+            if channel not in self.channels:
+                raise NotSubscribed(f"not subscribed to {channel!r}")
+            leaving = [channel]
+        service = self._service
+        for channel in leaving:
+            self.channels.discard(channel)
+            await service.hub.leave(self, channel)
+            try:
+                await service.store.leave(self.id, self.client_id, channel)
+            except Unavailable:
+                log.warning("session %s: store unreachable leaving %s", self.id, channel)
+        for channel in leaving:
+            await service.notify("client_unsubscribed", session=self, channel=channel)
+        return {"channels": sorted(self.channels)}
+
+    async def _publish(self, frame: Publish) -> dict[str, Any]:
+        channel = check_channel(frame.channel)
+        if channel not in self.channels:
+            raise NotSubscribed(f"subscribe to {channel!r} before publishing to it")
+        limit = self._settings.max_text_length
+        if len(frame.text) > limit:
+            raise TooLarge(f"text is longer than {limit} characters")
+        if not self._publishes.take():
+            raise RateLimited(f"more than {self._settings.publish_rate:g} publishes per second")
+        await self._authorize("publish", channel)
+        ts = time.time()
+        message = Message(channel=channel, sender=self.client_id, text=frame.text, ts=ts,
+                          mid=protocol.new_mid(ts))
+        message = await self._service.publish(message, self)
+        return {"mid": message.mid}
+
+    async def _channels(self, frame: Channels) -> dict[str, Any]:
+        return {"channels": sorted(self.channels)}
+
+    async def _presence(self, frame: Presence) -> dict[str, Any]:
+        channel = check_channel(frame.channel)
+        return {"clients": await self._service.store.presence(channel)}
+
+    async def _history(self, frame: History) -> dict[str, Any]:
+        channel = check_channel(frame.channel)
+        if not 1 <= frame.limit <= self._settings.max_history:
+            raise BadFrame(f"limit must be between 1 and {self._settings.max_history}")
+        await self._authorize("subscribe", channel)
+        messages = await self._service.hooks.first(
+            "history", channel=channel, limit=frame.limit, before=frame.before
+        )
+        if messages is None:
+            raise HistoryUnavailable("no plugin keeps history for this channel")
+        return {"messages": list(messages)[: frame.limit]}
+
+    async def _ping(self, frame: Ping) -> dict[str, Any]:
+        return {"ts": time.time()}

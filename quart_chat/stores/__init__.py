@@ -1,0 +1,1 @@
+"""Subscription stores: in memory, or in Redis."""

@@ -1,0 +1,77 @@
+"""The subscription record in Redis, under the configured key prefix.
+
+Key layout (``P`` is the prefix):
+
+- ``P:session:<session_id>`` SET of channels the session is subscribed to
+- ``P:client:<client_id>``   SET of the client's live session ids
+- ``P:presence:<channel>``   HASH session_id -> client_id (who is in the channel)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import redis.asyncio as aioredis
+
+from ..brokers.redis import REDIS_DOWN
+from ..errors import Unavailable
+
+
+class RedisStore:
+    """Records kept in Redis so every process (and operators) can see them."""
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str) -> None:
+        self._redis = client
+        self._prefix = prefix
+
+    def session_key(self, session_id: str) -> str:
+        return f"{self._prefix}:session:{session_id}"
+
+    def client_key(self, client_id: str) -> str:
+        return f"{self._prefix}:client:{client_id}"
+
+    def presence_key(self, channel: str) -> str:
+        return f"{self._prefix}:presence:{channel}"
+
+    async def connect(self, session_id: str, client_id: str) -> None:
+        await self._run(self._redis.sadd(self.client_key(client_id), session_id))
+
+    async def join(self, session_id: str, client_id: str, channel: str) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.sadd(self.session_key(session_id), channel)
+        pipe.hset(self.presence_key(channel), session_id, client_id)
+        await self._run(pipe.execute())
+
+    async def leave(self, session_id: str, client_id: str, channel: str) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.srem(self.session_key(session_id), channel)
+        pipe.hdel(self.presence_key(channel), session_id)
+        await self._run(pipe.execute())
+
+    async def disconnect(self, session_id: str, client_id: str, channels: Collection[str]) -> None:
+        recorded = await self._run(self._redis.smembers(self.session_key(session_id)))
+        pipe = self._redis.pipeline(transaction=False)
+        for channel in {*channels, *(c.decode() for c in recorded)}:
+            pipe.hdel(self.presence_key(channel), session_id)
+        pipe.delete(self.session_key(session_id))
+        pipe.srem(self.client_key(client_id), session_id)
+        await self._run(pipe.execute())
+
+    async def presence(self, channel: str) -> list[str]:
+        members = await self._run(self._redis.hvals(self.presence_key(channel)))
+        return sorted({m.decode() for m in members})
+
+    async def client_channels(self, client_id: str) -> list[str]:
+        sessions = await self._run(self._redis.smembers(self.client_key(client_id)))
+        if not sessions:
+            return []
+        keys = [self.session_key(s.decode()) for s in sessions]
+        channels = await self._run(self._redis.sunion(keys))
+        return sorted(c.decode() for c in channels)
+
+    @staticmethod
+    async def _run(awaitable):  # type: ignore[no-untyped-def]
+        try:
+            return await awaitable
+        except REDIS_DOWN as exc:
+            raise Unavailable("the subscription store (Redis) is unreachable") from exc
