@@ -108,7 +108,7 @@ class RedisBroker:
         self._tasks = []
         self._connected.clear()
         with contextlib.suppress(*REDIS_DOWN):
-            await self._redis.aclose()
+            await self._redis.aclose(close_connection_pool=True)
 
     # -- operations ----------------------------------------------------------------
 

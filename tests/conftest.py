@@ -1,0 +1,67 @@
+"""Shared fixtures: a private redis-server for the run, servers parametrized by broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from quart_chat.config import Settings
+from quart_chat.testing import RedisServer, ServerThread
+
+from .wsclient import Client
+
+BROKERS = ["memory", "redis"]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """One real redis-server on a free loopback port for the whole run."""
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The private Redis, restarted if a test stopped it, with an empty database."""
+    if redis_server.process is None or redis_server.process.poll() is not None:
+        redis_server.start()
+    redis_server.resume()
+    redis_server.cli("FLUSHALL")
+    return redis_server.url
+
+
+@pytest.fixture(params=BROKERS)
+def broker(request: pytest.FixtureRequest) -> str:
+    """Run the test once with the embedded broker and once with real Redis."""
+    return str(request.param)
+
+
+@pytest.fixture
+def settings(broker: str, request: pytest.FixtureRequest) -> Settings:
+    base = Settings(redis_probe_interval=0.2)
+    if broker == "redis":
+        return base.replace(redis_url=request.getfixturevalue("redis_url"))
+    return base
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[ServerThread]:
+    """A live hypercorn server on loopback (in a thread), stopped after the test."""
+    with ServerThread(settings) as running:
+        yield running
+
+
+@pytest.fixture
+def connect(server: ServerThread) -> Iterator[object]:
+    """``connect("alice")`` opens a real WebSocket client; all are closed afterwards."""
+    clients: list[Client] = []
+
+    def open_client(client_id: str, **params: str) -> Client:
+        client = Client(server.ws_url, client_id, **params)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
