@@ -1,4 +1,13 @@
-"""Broker backends, picked by URL scheme; Redis is imported only when used."""
+"""Broker backends, picked by URL scheme; Redis is imported only when used.
+
+The URL forms are a contract users script against:
+
+- ``redis://[[user]:password@]host:port/db`` (``rediss://``, ``unix://``): one Redis;
+- ``redis+cluster://[[user]:password@]host:port[,host:port...]``: Redis Cluster, any
+  seed nodes; channels use sharded pub/sub (:mod:`.cluster`);
+- ``redis+sentinel://[[user]:password@]host:port[,host:port...]/master-name[/db]``:
+  the primary Sentinel names, followed across failovers (:mod:`.sentinel`).
+"""
 
 from __future__ import annotations
 
@@ -32,7 +41,15 @@ def open_backend(settings: Settings, node_id: str) -> tuple[Broker, Store]:
             probe_interval=settings.redis_probe_interval,
         )
         return broker, RedisStore(client, prefix=settings.key_prefix)
+    if scheme == "redis+cluster":
+        from .cluster import open_cluster
+
+        return open_cluster(url, settings, node_id)
+    if scheme == "redis+sentinel":
+        from .sentinel import open_sentinel
+
+        return open_sentinel(url, settings, node_id)
     raise ConfigError(
-        f"QUART_CHAT_REDIS_URL: unsupported scheme {scheme!r}; use redis://, rediss:// "
-        "or unset for the embedded broker"
+        f"QUART_CHAT_REDIS_URL: unsupported scheme {scheme!r}; use redis://, rediss://, "
+        "redis+cluster://, redis+sentinel:// or unset for the embedded broker"
     )

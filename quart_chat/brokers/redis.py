@@ -192,12 +192,7 @@ class RedisBroker:
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _listen_once(self, *, resubscribed: bool) -> None:
-        client = aioredis.Redis.from_url(
-            self._url,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),
-        )
+        client = self._pubsub_client()
         pubsub = client.pubsub()
         try:
             channels = sorted(self._channels)
@@ -219,6 +214,15 @@ class RedisBroker:
                 await asyncio.wait_for(pubsub.aclose(), 1.0)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.aclose(), 1.0)
+
+    def _pubsub_client(self) -> aioredis.Redis:
+        """A fresh client for one pub/sub connection (Sentinel asks for the primary)."""
+        return aioredis.Redis.from_url(
+            self._url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+        )
 
     async def _await_confirmations(self, pubsub: Any, count: int) -> None:
         deadline = time.monotonic() + SUBSCRIBE_TIMEOUT
