@@ -317,7 +317,10 @@ class LocalCluster:
             RedisServer(ports[2 * i], "--cluster-enabled", "yes",
                         "--cluster-config-file", "nodes.conf",
                         "--cluster-node-timeout", str(node_timeout_ms),
-                        "--cluster-port", str(ports[2 * i + 1]))
+                        "--cluster-port", str(ports[2 * i + 1]),
+                        # a young replica may always take over (no data-age check)
+                        "--cluster-replica-validity-factor", "0",
+                        "--logfile", "redis.log")
             for i in range(count)
         ]
 

@@ -1,0 +1,327 @@
+"""Redis Cluster: sharded pub/sub over a real 3-primary cluster, server processes on top.
+
+Every cluster here is started by the test (``redis-server --cluster-enabled yes`` on free
+loopback ports, ``redis-cli --cluster create``) and stopped by PID afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis.crc import key_slot
+
+from quart_chat.brokers import open_backend
+from quart_chat.brokers.cluster import channel_wire, parse_cluster_url
+from quart_chat.config import Settings
+from quart_chat.errors import ConfigError
+from quart_chat.stores.cluster import channel_key
+from quart_chat.testing import LocalCluster, RedisServer, ServerThread
+
+from .cluster_fixtures import Publisher, check_stream, has_gap, has_text, read_until, servers
+from .wsclient import Client
+
+pytestmark = pytest.mark.redis
+
+PREFIX = "quart-chat"
+CHANNELS = [f"room-{n}" for n in range(100)]
+
+
+def slot_of(channel: str) -> int:
+    return key_slot(channel_wire(PREFIX, channel))
+
+
+def shard_counts(node: RedisServer, channels: list[str]) -> dict[str, int]:
+    """``PUBSUB SHARDNUMSUB`` on one node: channel -> subscriptions there."""
+    wires = [channel_wire(PREFIX, c).decode() for c in channels]
+    out = node.cli("PUBSUB", "SHARDNUMSUB", *wires).split()
+    return {c: int(n) for c, n in zip(channels, out[1::2], strict=True)}
+
+
+def shard_channels(node: RedisServer) -> set[str]:
+    return set(node.cli("PUBSUB", "SHARDCHANNELS").split())
+
+
+def pubsub_connections(node: RedisServer) -> int:
+    """Connections with at least one shard channel subscribed (``ssub>0``)."""
+    return sum(1 for line in node.cli("CLIENT", "LIST").splitlines()
+               if "ssub=" in line and "ssub=0 " not in line)
+
+
+def health(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+        return dict(json.load(response))
+
+
+def same_shard_channel(cluster: LocalCluster, owner: RedisServer, avoid_slot: int) -> str:
+    """A channel name whose slot ``owner`` owns, other than ``avoid_slot``."""
+    for n in range(10_000):
+        name = f"calm-{n}"
+        slot = slot_of(name)
+        if slot != avoid_slot and cluster.owner(slot) is owner:
+            return name
+    raise LookupError("no such channel")
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    """A 3-primary cluster shared by the tests that do not change its layout."""
+    with LocalCluster(primaries=3) as running:
+        yield running
+
+
+# -- URLs ----------------------------------------------------------------------------
+
+
+def test_cluster_url_names_any_seed_nodes_and_credentials():
+    """``redis+cluster://`` takes host:port seeds (default port 6379) and user:password."""
+    target = parse_cluster_url("redis+cluster://u:p%40ss@10.0.0.1:7000,10.0.0.2,[::1]:7002")
+    assert target.seeds == (("10.0.0.1", 7000), ("10.0.0.2", 6379), ("::1", 7002))
+    assert (target.username, target.password) == ("u", "p@ss")
+    assert parse_cluster_url("redis+cluster://:secret@h:1/").password == "secret"
+
+
+@pytest.mark.parametrize("url", [
+    "redis+cluster://",
+    "redis+cluster://h:notaport",
+    "redis+cluster://h:1/3",
+    "redis+cluster://h:1?x=1",
+    "redis+cluster://h:70000",
+])
+def test_bad_cluster_urls_are_refused_clearly(url):
+    """A malformed cluster URL is a ConfigError naming the setting, never a crash later."""
+    with pytest.raises(ConfigError, match="QUART_CHAT_REDIS_URL"):
+        parse_cluster_url(url)
+
+
+def test_unknown_scheme_lists_the_supported_forms():
+    """The error for an unknown scheme names all the URL forms."""
+    with pytest.raises(ConfigError, match=r"redis\+cluster://, redis\+sentinel://"):
+        open_backend(Settings(redis_url="cluster://h:1"), "n")
+
+
+def test_a_key_prefix_with_braces_is_refused_on_a_cluster():
+    """The server owns the hash tags in its keys, so the prefix may not add one."""
+    with pytest.raises(ConfigError, match="QUART_CHAT_KEY_PREFIX"):
+        open_backend(Settings(redis_url="redis+cluster://h:1", key_prefix="a{b}"), "n")
+
+
+def test_channel_keys_share_the_channels_slot():
+    """Shard channel, presence and history keys of a channel hash to one slot."""
+    wire = channel_wire(PREFIX, "lobby")
+    keys = [channel_key(PREFIX, kind, "lobby", cluster=True) for kind in ("presence", "history")]
+    assert {key_slot(wire), *(key_slot(k.encode()) for k in keys)} == {key_slot(b"lobby")}
+    assert channel_key(PREFIX, "history", "lobby", cluster=False) == "quart-chat:history:lobby"
+
+
+# -- one cluster, two server processes ---------------------------------------------------
+
+
+def test_hundred_channels_over_three_shards_two_processes(cluster):
+    """100 channels spread over all shards, clients on both processes: every message
+    once and in order per publisher, and each shard holds exactly its own channels,
+    with one pub/sub connection per process."""
+    owners = {c: cluster.owner(slot_of(c)).port for c in CHANNELS}
+    assert len(set(owners.values())) == 3, "the channels do not cover every shard"
+    with servers(cluster.url, 2) as (one, two):
+        everything = [Client(one.ws_url, "ann", timeout=30), Client(two.ws_url, "bob", timeout=30)]
+        low, high = Client(one.ws_url, "cid", timeout=30), Client(two.ws_url, "dee", timeout=30)
+        try:
+            for client in everything:
+                for channel in CHANNELS:
+                    client.ok("subscribe", channel=channel)
+            for channel in CHANNELS[:50]:
+                low.ok("subscribe", channel=channel)
+            for channel in CHANNELS[50:]:
+                high.ok("subscribe", channel=channel)
+
+            for node in cluster.nodes:
+                mine = [c for c in CHANNELS if owners[c] == node.port]
+                assert set(shard_counts(node, mine).values()) == {2}
+                assert shard_channels(node) == {channel_wire(PREFIX, c).decode() for c in mine}
+                assert pubsub_connections(node) == 2  # one per process, not per channel
+            for proc in (one, two):
+                assert health(proc.url)["shards"] == 3
+
+            rounds = 3
+            publishers = [_RoundsPublisher(c, CHANNELS, rounds) for c in everything]
+            for publisher in publishers:
+                publisher.start()
+            for publisher in publishers:
+                publisher.join(120)
+                assert publisher.failure is None, publisher.failure
+
+            expected = {
+                "ann": (everything[0], CHANNELS), "bob": (everything[1], CHANNELS),
+                "cid": (low, CHANNELS[:50]), "dee": (high, CHANNELS[50:]),
+            }
+            for client, channels in expected.values():
+                got = read_until(client, lambda f, n=2 * rounds * len(channels): sum(
+                    1 for x in f if x["type"] == "message") >= n)
+                client.ok("ping")  # anything still in flight would now be in the inbox
+                got += [f for f in client.inbox if f["type"] == "message"]
+                messages = [f for f in got if f["type"] == "message"]
+                assert len(messages) == 2 * rounds * len(channels)
+                assert not [f for f in got if f["type"] == "gap"]
+                streams: dict[tuple[str, str], list[int]] = {}
+                for m in messages:
+                    streams.setdefault((m["channel"], m["sender"]), []).append(
+                        int(m["text"].rsplit(":", 1)[1]))
+                assert set(streams) == {(c, s) for c in channels for s in ("ann", "bob")}
+                assert all(seq == list(range(rounds)) for seq in streams.values())
+        finally:
+            for client in (*everything, low, high):
+                client.close()
+
+
+class _RoundsPublisher(Publisher):
+    """Publishes ``round`` numbers to every channel, round after round."""
+
+    def __init__(self, client: Client, channels: list[str], rounds: int) -> None:
+        super().__init__(client, channels[0])
+        self.channels, self.rounds = channels, rounds
+
+    def run(self) -> None:
+        try:
+            for n in range(self.rounds):
+                for channel in self.channels:
+                    self.client.ok("publish", channel=channel, text=f"{channel}:{n}")
+        except BaseException as exc:
+            self.failure = exc
+
+
+def test_presence_and_client_records_live_on_the_right_shards(cluster):
+    """Presence sits on the channel's shard, a client's records on the client's shard;
+    a shard's pub/sub connection closes when its last channel is left; nothing stays."""
+    lonely = CHANNELS[0]
+    owner = cluster.owner(slot_of(lonely))
+    some = [c for c in CHANNELS if cluster.owner(slot_of(c)) is not owner][:10]
+    settings = Settings(redis_url=cluster.url, redis_probe_interval=0.2)
+    with ServerThread(settings) as server:
+        alice, bob = Client(server.ws_url, "alice"), Client(server.ws_url, "bob")
+        for client in (alice, bob):
+            for channel in some:
+                client.ok("subscribe", channel=channel)
+        assert alice.ok("presence", channel=some[3])["clients"] == ["alice", "bob"]
+        assert alice.ok("channels")["channels"] == sorted(some)
+        presence = channel_key(PREFIX, "presence", some[3], cluster=True)
+        assert cluster.owner(key_slot(presence.encode())).cli("EXISTS", presence).strip() == "1"
+        client_key = f"{PREFIX}:client:{{alice}}"
+        assert cluster.owner(key_slot(b"alice")).cli("SCARD", client_key).strip() == "1"
+
+        assert pubsub_connections(owner) == 0
+        alice.ok("subscribe", channel=lonely)
+        assert pubsub_connections(owner) == 1
+        assert shard_counts(owner, [lonely]) == {lonely: 1}
+        alice.ok("unsubscribe", channel=lonely)
+        server.call(_until(lambda: pubsub_connections(owner) == 0))
+        assert pubsub_connections(owner) == 0
+        assert shard_counts(owner, [lonely]) == {lonely: 0}
+        bob.close()
+        alice.ok("unsubscribe")
+        alice.close()
+        server.call(_until(lambda: not server.service.sessions))
+    for node in cluster.nodes:
+        assert node.cli("DBSIZE").strip() == "0", node.cli("KEYS", "*")
+        assert shard_channels(node) == set()
+
+
+def _until(check: Any) -> Any:
+    """A coroutine that polls ``check()`` (bounded), run on the server's loop."""
+    import asyncio
+
+    async def run() -> None:
+        for _ in range(500):
+            if check():
+                return
+            await asyncio.sleep(0.01)
+    return run()
+
+
+# -- the cluster changes under traffic --------------------------------------------------
+
+
+def test_slot_migration_of_a_busy_channel_during_traffic():
+    """Moving a busy channel's slot to another shard mid-stream: the subscription follows
+    it, subscribers get a ``gap`` notice, and after it every message arrives in order;
+    a channel on the same shard but another slot is not disturbed."""
+    with LocalCluster(primaries=3) as cluster, servers(cluster.url, 2) as (one, two):
+        busy = "busy"
+        slot = slot_of(busy)
+        source = cluster.owner(slot)
+        target = next(n for n in cluster.nodes if n is not source)
+        calm = same_shard_channel(cluster, source, slot)
+        talker = Client(one.ws_url, "talker", timeout=30)
+        listener = Client(two.ws_url, "listener", timeout=30)
+        for client in (talker, listener):
+            client.ok("subscribe", channel=busy)
+            client.ok("subscribe", channel=calm)
+        publisher = Publisher(talker, busy)
+        publisher.start()
+        try:
+            publisher.wait_acked(200)
+            cluster.migrate_slot(slot, target)
+            frames = read_until(listener, has_gap(busy))
+            publisher.wait_acked(200)
+        finally:
+            publisher.stop()
+        talker.ok("publish", channel=busy, text="end")
+        talker.ok("publish", channel=calm, text="calm end")
+        frames = read_until(listener, has_text(calm, "calm end"),
+                            read_until(listener, has_text(busy, "end"), frames))
+
+        before, after = check_stream(frames, busy)
+        assert before and after, "traffic on both sides of the move"
+        assert after[-1] == publisher.acked[-1]
+        assert not [f for f in frames if f["type"] == "gap" and f["channel"] == calm]
+        assert shard_counts(target, [busy]) == {busy: 2}
+        assert shard_counts(source, [busy]) == {busy: 0}
+        assert shard_counts(source, [calm]) == {calm: 2}
+        assert listener.ok("presence", channel=busy)["clients"] == ["listener", "talker"]
+        assert health(two.url)["slot_moves"] >= 1
+        talker.close()
+        listener.close()
+
+
+def test_shard_primary_killed_and_replaced_by_its_replica():
+    """SIGKILL a shard's primary under traffic: once its replica is promoted the
+    subscriptions are restored there, subscribers get a ``gap`` notice, and every
+    message published after it arrives in order."""
+    with LocalCluster(primaries=3, replicas=1) as cluster, \
+            servers(cluster.url, 2) as (one, two):
+        busy = "busy"
+        slot = slot_of(busy)
+        victim = cluster.owner(slot)
+        (heir,) = cluster.replicas_of(victim)
+        elsewhere = next(c for c in CHANNELS if cluster.owner(slot_of(c)) is not victim)
+        talker = Client(one.ws_url, "talker", timeout=60)
+        listener = Client(two.ws_url, "listener", timeout=60)
+        for client in (talker, listener):
+            client.ok("subscribe", channel=busy)
+            client.ok("subscribe", channel=elsewhere)
+        publisher = Publisher(talker, busy)
+        publisher.start()
+        try:
+            publisher.wait_acked(200)
+            cluster.kill(victim)
+            frames = read_until(listener, has_gap(busy))
+            publisher.wait_acked(200)
+        finally:
+            publisher.stop()
+        cluster.wait_healthy()
+        assert cluster.owner(slot) is heir
+        talker.ok("publish", channel=busy, text="end")
+        talker.ok("publish", channel=elsewhere, text="elsewhere end")
+        frames = read_until(listener, has_text(elsewhere, "elsewhere end"),
+                            read_until(listener, has_text(busy, "end"), frames))
+
+        before, after = check_stream(frames, busy)
+        assert before and after, "traffic on both sides of the failover"
+        assert after[-1] == publisher.acked[-1]
+        assert shard_counts(heir, [busy]) == {busy: 2}
+        assert listener.ok("presence", channel=elsewhere)["clients"] == ["listener", "talker"]
+        talker.close()
+        listener.close()
