@@ -159,7 +159,8 @@ def test_hundred_channels_over_three_shards_two_processes(cluster):
                 "cid": (low, CHANNELS[:50]), "dee": (high, CHANNELS[50:]),
             }
             for client, channels in expected.values():
-                got = read_until(client, lambda f, n=2 * rounds * len(channels): sum(
+                want = 2 * rounds * len(channels)
+                got = read_until(client, lambda f, n=want: sum(
                     1 for x in f if x["type"] == "message") >= n)
                 client.ok("ping")  # anything still in flight would now be in the inbox
                 got += [f for f in client.inbox if f["type"] == "message"]

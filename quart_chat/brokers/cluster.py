@@ -240,7 +240,7 @@ class ClusterBroker:
 
     async def close(self) -> None:
         self._started = False
-        tasks = [link.task for link in self._links.values()]
+        tasks: list[asyncio.Task[Any]] = [link.task for link in self._links.values()]
         tasks += [t for t in (self._map_task, self._rehomer) if t is not None]
         tasks += list(self._retired)
         for task in tasks:
@@ -272,7 +272,7 @@ class ClusterBroker:
         except asyncio.CancelledError:
             self._drop(wire)
             raise
-        except (asyncio.TimeoutError, PubSubStalled) as exc:
+        except (TimeoutError, PubSubStalled) as exc:
             self._drop(wire)
             raise Unavailable("the message broker is unreachable; retry shortly") from exc
         finally:
@@ -472,7 +472,7 @@ class ClusterBroker:
     async def _cluster_slots(self, addr: Addr) -> list[tuple[int, int, Addr, list[Addr]]]:
         conn = self.connection(addr, timeout=1.0)
         try:
-            await conn.connect()
+            await conn.connect()  # type: ignore[no-untyped-call]
             await conn.send_command("CLUSTER", "SLOTS")
             reply = await conn.read_response()
         finally:
@@ -578,7 +578,7 @@ class _ShardLink:
         conn = self.broker.connection(self.addr)
         tasks: list[asyncio.Task[None]] = []
         try:
-            await conn.connect()
+            await conn.connect()  # type: ignore[no-untyped-call]
             self._outbox.clear()
             self._sent.clear()
             by_slot: dict[int, list[bytes]] = {}

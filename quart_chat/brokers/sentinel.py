@@ -11,6 +11,7 @@ and drops connections to a primary that was demoted.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -91,10 +92,8 @@ class SentinelBroker(RedisBroker):
     async def close(self) -> None:
         await super().close()
         for sentinel in self._sentinel.sentinels:
-            try:
+            with contextlib.suppress(*REDIS_DOWN):
                 await sentinel.aclose()
-            except REDIS_DOWN:
-                pass
 
     def _safe_url(self) -> str:
         hosts = ",".join(f"{h}:{p}" for h, p in self._target.sentinels)
@@ -106,7 +105,7 @@ def open_sentinel(url: str, settings: Settings, node_id: str) -> tuple[SentinelB
     from ..stores.redis import RedisStore
 
     target = parse_sentinel_url(url)
-    sentinel = Sentinel(
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels),
         sentinel_kwargs={"socket_connect_timeout": CONNECT_TIMEOUT,
                          "socket_timeout": COMMAND_TIMEOUT},
