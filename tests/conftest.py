@@ -65,3 +65,18 @@ def connect(server: ServerThread) -> Iterator[object]:
     yield open_client
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def make_server(settings: Settings) -> Iterator[object]:
+    """``make_server(outbound_queue=8, plugins=[...])``: a server with changed settings."""
+    running: list[ServerThread] = []
+
+    def start(plugins: tuple[object, ...] = (), **overrides: object) -> ServerThread:
+        server = ServerThread(settings.replace(**overrides), plugins=plugins).start()
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        server.stop()

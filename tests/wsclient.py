@@ -73,4 +73,17 @@ class Client:
         return [self.next("message") for _ in range(count)]
 
     def close(self) -> None:
-        self.ws.close()
+        try:
+            self.ws.close(timeout=1)
+        except (OSError, websocket.WebSocketException):
+            pass
+        self.ws.shutdown()  # frees the socket even when the server closed first
+
+
+def close_code(ws: websocket.WebSocket, limit: int = 100_000) -> int | None:
+    """Read (and drop) frames until the server's close frame; its code (None: no code)."""
+    for _ in range(limit):
+        opcode, data = ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+    raise AssertionError(f"no close frame within {limit} frames")
