@@ -36,10 +36,11 @@ BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 5.0
 
 
-def command_client(url: str) -> aioredis.Redis:
+def command_client(url: str, name: str) -> aioredis.Redis:
     """A client with a small bounded pool for commands (publish, store operations)."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        client_name=name,
         max_connections=COMMAND_POOL_SIZE,
         timeout=COMMAND_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
@@ -72,6 +73,7 @@ class RedisBroker:
         self._redis = client
         self._prefix = f"{prefix}:ch:".encode()
         self._probe_channel = f"{prefix}:probe:{node_id}".encode()
+        self._client_name = f"{prefix}:{node_id}:pubsub"
         self._probe_interval = probe_interval
         self._stale_after = max(3 * probe_interval, 1.0)
         self._channels: set[str] = set()
@@ -197,6 +199,7 @@ class RedisBroker:
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
+            client_name=self._client_name,
         )
         pubsub = client.pubsub()
         try:
@@ -210,7 +213,7 @@ class RedisBroker:
             if resubscribed:
                 self._reconnects += 1
                 log.info("redis pub/sub reconnected; resubscribed %d channels", len(channels))
-                if channels and self._on_gap is not None:
+                if self._on_gap is not None:
                     self._on_gap(channels)
             await self._read(pubsub)
         finally:
