@@ -54,7 +54,7 @@ class ChatService:
     async def stop(self, app: Quart) -> None:
         """Close every session with 1001, stop plugins, then the broker."""
         await self.close_sessions(protocol.CLOSE_GOING_AWAY, "server shutting down")
-        await self.hooks.each_logged("shutdown", app=app)
+        await self.notify("shutdown", app=app)
         await self.broker.close()
 
     async def close_sessions(self, code: int, reason: str) -> None:

@@ -57,9 +57,12 @@ def wait_for_health(base_url: str, timeout: float = 15.0) -> dict[str, Any]:
         try:
             with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
                 return dict(json.load(response))
+        except urllib.error.HTTPError as exc:  # 503 while the broker is down
+            exc.close()
+            last = exc
         except (OSError, urllib.error.URLError) as exc:
             last = exc
-            time.sleep(0.05)
+        time.sleep(0.05)
     raise TimeoutError(f"{base_url}/healthz not healthy after {timeout}s: {last}")
 
 

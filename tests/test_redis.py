@@ -12,7 +12,6 @@ from quart_chat.testing import RedisServer, ServerProcess, wait_for_health
 from .wsclient import Client
 
 
-
 @pytest.fixture
 def broker() -> str:
     """Every test here runs on real Redis."""

@@ -130,7 +130,9 @@ def test_already_subscribed(connect):
     assert alice.error("subscribe", channel="room") == "already_subscribed"
 
 
-@pytest.mark.parametrize("query", ["", "client_id=", "client_id=has%20space", "client_id=" + "x" * 65])
+@pytest.mark.parametrize(
+    "query", ["", "client_id=", "client_id=has%20space", "client_id=" + "x" * 65]
+)
 def test_handshake_without_a_valid_client_id_is_refused_with_a_reason(server, query):
     with pytest.raises(websocket.WebSocketBadStatusException) as info:
         websocket.create_connection(f"{server.ws_url}?{query}", timeout=5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import deque
 from typing import Any
@@ -73,10 +74,8 @@ class Client:
         return [self.next("message") for _ in range(count)]
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError, websocket.WebSocketException):
             self.ws.close(timeout=1)
-        except (OSError, websocket.WebSocketException):
-            pass
         self.ws.shutdown()  # frees the socket even when the server closed first
 
 

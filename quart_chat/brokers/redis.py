@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -97,9 +96,11 @@ class RedisBroker:
         ]
         try:
             await asyncio.wait_for(self._connected.wait(), CONNECT_TIMEOUT + SUBSCRIBE_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.close()
-            raise Unavailable(f"cannot reach Redis at {self._safe_url()}: {self._last_error}")
+            raise Unavailable(
+                f"cannot reach Redis at {self._safe_url()}: {self._last_error}"
+            ) from None
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -219,7 +220,7 @@ class RedisBroker:
         finally:
             self._pubsub = None
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), 1.0)
+                await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.aclose(), 1.0)
 
@@ -278,5 +279,5 @@ class RedisBroker:
 
     def _safe_url(self) -> str:
         """The URL without a password, for messages and logs."""
-        head, sep, tail = self._url.rpartition("@")
-        return f"{self._url.split('://')[0]}://***@{tail}" if sep else self._url
+        scheme, _, rest = self._url.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}" if "@" in rest else self._url
