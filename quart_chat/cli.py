@@ -59,7 +59,7 @@ def _field_docs() -> dict[str, str]:
         if stripped.startswith("#:"):
             pending.append(stripped[2:].strip())
         elif pending and ":" in stripped:
-            docs[stripped.split(":", 1)[0]] = " ".join(pending)
+            docs[stripped.split(":", 1)[0]] = " ".join(pending).replace("``", "'")
             pending = []
     return docs
 
