@@ -10,7 +10,7 @@ import websocket
 
 from quart_chat.protocol import CLOSE_POLICY, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG
 
-from .wsclient import Client, close_code
+from .wsclient import close_code
 
 
 def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> None:
@@ -18,20 +18,6 @@ def wait_until(condition, timeout: float = 10.0, what: str = "condition") -> Non
     while not condition():
         assert time.monotonic() < deadline, f"{what} not reached in {timeout}s"
         time.sleep(0.02)
-
-
-@pytest.fixture
-def opened():
-    clients: list[Client] = []
-
-    def open_client(server, client_id: str, **params: str) -> Client:
-        client = Client(server.ws_url, client_id, **params)
-        clients.append(client)
-        return client
-
-    yield open_client
-    for client in clients:
-        client.close()
 
 
 @pytest.mark.parametrize("broker", ["memory"], indirect=True)
