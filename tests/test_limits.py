@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
 import pytest
 import websocket
 
+from quart_chat import hookimpl
 from quart_chat.protocol import CLOSE_POLICY, CLOSE_SLOW_CONSUMER, CLOSE_TOO_BIG
 
 from .wsclient import close_code
@@ -103,3 +105,24 @@ def test_a_slow_consumer_is_disconnected_and_the_others_keep_receiving(make_serv
         assert close_code(slow) == CLOSE_SLOW_CONSUMER
     finally:
         slow.shutdown()
+
+
+class SlowFilter:
+    """Holds each publish for a while, so frames pile up behind it."""
+
+    @hookimpl
+    async def filter_message(self, message):
+        await asyncio.sleep(1.0)
+
+
+@pytest.mark.parametrize("broker", ["memory"], indirect=True)
+def test_a_client_flooding_frames_while_its_session_is_busy_is_closed(make_server, opened):
+    """Quart buffers unread frames without limit; beyond max_inbound_backlog: 1008."""
+    server = make_server(plugins=(SlowFilter(),), max_inbound_backlog=50)
+    flooder, bystander = opened(server, "flooder"), opened(server, "bystander")
+    flooder.ok("subscribe", channel="room")
+    flooder.send({"type": "publish", "channel": "room", "text": "slow", "id": "p"})
+    for n in range(200):
+        flooder.send({"type": "ping", "id": n})
+    assert close_code(flooder.ws) == CLOSE_POLICY
+    bystander.ok("ping")
