@@ -142,9 +142,10 @@ def parse_cluster_url(url: str) -> ClusterTarget:
 # -- building the backend --------------------------------------------------------------
 
 
-def cluster_client(target: ClusterTarget) -> RedisCluster:
+def cluster_client(target: ClusterTarget, client_name: str | None = None) -> RedisCluster:
     """The command client: publish and store operations, routed by slot by redis-py."""
     return RedisCluster(
+        client_name=client_name,
         startup_nodes=[ClusterNode(host, port) for host, port in target.seeds],
         username=target.username,
         password=target.password,
@@ -165,10 +166,11 @@ def open_cluster(url: str, settings: Settings, node_id: str) -> tuple[ClusterBro
             "the server puts its own hash tags in every key"
         )
     target = parse_cluster_url(url)
-    client = cluster_client(target)
+    client = cluster_client(target, f"{settings.key_prefix}:{node_id}:commands")
     broker = ClusterBroker(
         target,
         prefix=settings.key_prefix,
+        node_id=node_id,
         client=client,
         probe_interval=settings.redis_probe_interval,
     )
@@ -193,10 +195,12 @@ class ClusterBroker:
         target: ClusterTarget,
         *,
         prefix: str,
+        node_id: str,
         client: RedisCluster,
         probe_interval: float = 1.0,
     ) -> None:
         self._target = target
+        self._client_name = f"{prefix}:{node_id}:pubsub"
         self._redis = client
         self._prefix = prefix
         self._skip = len(f"{prefix}:ch:{{")
@@ -495,6 +499,7 @@ class ClusterBroker:
             socket_timeout=timeout,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
+            client_name=self._client_name,
         )
 
     def _describe(self) -> str:

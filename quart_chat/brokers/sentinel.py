@@ -86,6 +86,7 @@ class SentinelBroker(RedisBroker):
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
+            client_name=self._client_name,
         )
         return client
 
@@ -119,6 +120,7 @@ def open_sentinel(url: str, settings: Settings, node_id: str) -> tuple[SentinelB
         socket_timeout=COMMAND_TIMEOUT,
         socket_keepalive=True,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
+        client_name=f"{settings.key_prefix}:{node_id}:commands",
     )
     broker = SentinelBroker(target, sentinel, url=url, prefix=settings.key_prefix,
                             node_id=node_id, client=client,
