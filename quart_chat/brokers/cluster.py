@@ -219,6 +219,7 @@ class ClusterBroker:
         self._homeless: set[bytes] = set()
         #: wires whose subscription was lost: the hub gets a gap notice when they are back.
         self._lost: set[bytes] = set()
+        self._gap_batch: list[str] = []
         self._pending: dict[bytes, list[asyncio.Future[None]]] = {}
         self._map_task: asyncio.Task[bool] | None = None
         self._rehomer: asyncio.Task[None] | None = None
@@ -388,8 +389,16 @@ class ClusterBroker:
         if wire in self._lost:
             self._lost.discard(wire)
             self.gaps += 1
-            if self._on_gap is not None:
-                self._on_gap([self._wires[wire]])
+            if not self._gap_batch:
+                # one notice for every channel restored in this pass of the loop: the
+                # service rewrites this process's records on each notice
+                asyncio.get_running_loop().call_soon(self._flush_gaps)
+            self._gap_batch.append(self._wires[wire])
+
+    def _flush_gaps(self) -> None:
+        channels, self._gap_batch = self._gap_batch, []
+        if channels and self._on_gap is not None:
+            self._on_gap(channels)
 
     def _revoked(self, link: _ShardLink, wire: bytes) -> None:
         """The shard dropped ``wire`` by itself: its slot moved to another shard."""
