@@ -235,7 +235,7 @@ def _until(check: Any) -> Any:
     import asyncio
 
     async def run() -> None:
-        for _ in range(500):
+        for _ in range(2000):
             if check():
                 return
             await asyncio.sleep(0.01)
@@ -326,3 +326,51 @@ def test_shard_primary_killed_and_replaced_by_its_replica():
         assert listener.ok("presence", channel=elsewhere)["clients"] == ["listener", "talker"]
         talker.close()
         listener.close()
+
+
+def test_a_slot_moved_while_unused_is_followed_through_moved(cluster):
+    """A slot that moved while this process had no channel in it (so no shard told it):
+    SSUBSCRIBE meets MOVED, the map is corrected and the channel works on its new owner."""
+    settings = Settings(redis_url=cluster.url, redis_probe_interval=0.2)
+    with ServerThread(settings) as server:
+        alice = Client(server.ws_url, "alice")
+        alice.ok("subscribe", channel="warm-up")
+        channel = "moved-while-away"
+        slot = slot_of(channel)
+        source = cluster.owner(slot)
+        target = next(n for n in cluster.nodes if n is not source)
+        cluster.migrate_slot(slot, target)
+        cluster.wait_healthy()
+        alice.ok("subscribe", channel=channel)
+        alice.ok("publish", channel=channel, text="here")
+        assert alice.next()["text"] == "here"
+        assert shard_counts(target, [channel]) == {channel: 1}
+        assert server.call(server.service.broker.health())["slot_moves"] >= 1
+        cluster.migrate_slot(slot, source)  # leave the shared cluster as it was
+        cluster.wait_healthy()
+        alice.close()
+
+
+def test_a_stalled_shard_is_detected_and_its_channels_come_back_with_a_gap():
+    """SIGSTOP a shard primary: its PINGs go unanswered, the link is rebuilt, and after
+    SIGCONT its channels are subscribed again and subscribers told about the gap."""
+    with LocalCluster(primaries=3) as cluster:
+        settings = Settings(redis_url=cluster.url, redis_probe_interval=0.2)
+        with ServerThread(settings) as server:
+            alice = Client(server.ws_url, "alice", timeout=60)
+            alice.ok("subscribe", channel="frozen")
+            shard = cluster.owner(slot_of("frozen"))
+            shard.pause()
+            try:
+                server.call(_until(lambda: server.service.broker._links[
+                    ("127.0.0.1", shard.port)].down), timeout=30)
+                assert not server.call(server.service.broker.health())["pubsub"]
+            finally:
+                shard.resume()
+            gap = alice.next("gap")
+            assert gap["channel"] == "frozen"
+            cluster.wait_healthy()
+            alice.ok("publish", channel="frozen", text="thawed")
+            assert alice.next()["text"] == "thawed"
+            assert shard_counts(shard, ["frozen"]) == {"frozen": 1}
+            alice.close()
