@@ -47,6 +47,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 class _Frame(msgspec.Struct):
     type: str = ""
     text: str | None = None
+    code: str | None = None
 
 
 decode_frame = msgspec.json.Decoder(_Frame).decode
@@ -66,11 +67,12 @@ class Tally:
     on: bool = False
     delivered: int = 0
     published: int = 0
-    errors: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
 
     def reset(self) -> None:
-        self.delivered = self.published = self.errors = 0
+        self.delivered = self.published = 0
+        self.errors = {}
         self.latencies = []
 
 
@@ -102,7 +104,8 @@ class BenchClient:
                     self.in_flight -= 1
                     self.room.set()
                     if tally.on:
-                        tally.errors += 1
+                        code = frame.code or "?"
+                        tally.errors[code] = tally.errors.get(code, 0) + 1
                     await self.replies.put(frame)
 
     async def subscribe_all(self) -> None:
@@ -237,9 +240,10 @@ def table(results: list[dict[str, Any]]) -> str:
             cpu = p["cpu_percent"]
             redis = " / ".join(f"{v:g}" for k, v in cpu.items() if k.startswith(("redis", "shard")))
             servers = " / ".join(f"{v:g}" for k, v in cpu.items() if k.startswith("server"))
+            errors = ", ".join(f"{k} {v}" for k, v in p["errors"].items()) or "0"
             lines.append(f"| {result['backend']} | {name} | {p['publishes_per_s']} | "
                          f"{p['delivered_per_s']} | {p['p50_ms']} | {p['p99_ms']} | "
-                         f"{p['errors']} | {redis} | {servers} | {cpu['loadgen']} |")
+                         f"{errors} | {redis} | {servers} | {cpu['loadgen']} |")
     return "\n".join(lines)
 
 
