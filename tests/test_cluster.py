@@ -375,3 +375,19 @@ def test_a_stalled_shard_is_detected_and_its_channels_come_back_with_a_gap():
             assert alice.next()["text"] == "thawed"
             assert shard_counts(shard, ["frozen"]) == {"frozen": 1}
             alice.close()
+
+
+async def test_a_channels_history_stream_lands_on_the_channels_shard(cluster):
+    """``redis_client`` + ``channel_key``: a plugin's per-channel stream (Redis Streams
+    history) is written through the cluster client and lives on the channel's shard."""
+    from quart_chat.brokers import redis_client
+
+    client = redis_client(cluster.url)
+    key = channel_key(PREFIX, "history", "room-5", cluster=True)
+    try:
+        await client.xadd(key, {"text": "kept"}, maxlen=100)
+        assert [f[b"text"] for _, f in await client.xrevrange(key, count=1)] == [b"kept"]
+        assert cluster.owner(slot_of("room-5")).cli("XLEN", key).strip() == "1"
+    finally:
+        await client.delete(key)
+        await client.aclose()

@@ -11,6 +11,8 @@ The URL forms are a contract users script against:
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..config import Settings
 from ..errors import ConfigError
 from ..stores.base import Store
@@ -53,3 +55,26 @@ def open_backend(settings: Settings, node_id: str) -> tuple[Broker, Store]:
         f"QUART_CHAT_REDIS_URL: unsupported scheme {scheme!r}; use redis://, rediss://, "
         "redis+cluster://, redis+sentinel:// or unset for the embedded broker"
     )
+
+
+def redis_client(url: str, client_name: str = "quart-chat:plugin") -> Any:
+    """A command client for any of the Redis URL forms, for plugins that keep their own
+    data (a history stream, say): ``redis.asyncio.Redis`` for ``redis://``, a
+    ``RedisCluster`` for ``redis+cluster://``, the Sentinel primary's client for
+    ``redis+sentinel://``. On a cluster, key per-channel data with
+    :func:`quart_chat.stores.cluster.channel_key` so it lives on the channel's shard.
+    """
+    scheme = url.split("://", 1)[0]
+    if scheme == "redis+cluster":
+        from .cluster import cluster_client, parse_cluster_url
+
+        return cluster_client(parse_cluster_url(url), client_name)
+    if scheme == "redis+sentinel":
+        from .sentinel import sentinel_client
+
+        return sentinel_client(url, client_name)
+    if scheme in REDIS_SCHEMES:
+        from .redis import command_client
+
+        return command_client(url, client_name)
+    raise ConfigError(f"not a Redis URL: {scheme}://")

@@ -101,16 +101,22 @@ class SentinelBroker(RedisBroker):
         return f"redis+sentinel://{hosts}/{self._target.service}"
 
 
-def open_sentinel(url: str, settings: Settings, node_id: str) -> tuple[SentinelBroker, Store]:
-    """The broker and store for a ``redis+sentinel://`` URL (one Redis key layout)."""
-    from ..stores.redis import RedisStore
-
+def sentinel_client(url: str, client_name: str | None = None) -> aioredis.Redis:
+    """A command client for the primary a ``redis+sentinel://`` URL names."""
     target = parse_sentinel_url(url)
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+    return _primary_client(target, _sentinel(target), client_name)
+
+
+def _sentinel(target: SentinelTarget) -> Sentinel:
+    return Sentinel(  # type: ignore[no-untyped-call]
         list(target.sentinels),
         sentinel_kwargs={"socket_connect_timeout": CONNECT_TIMEOUT,
                          "socket_timeout": COMMAND_TIMEOUT},
     )
+
+
+def _primary_client(target: SentinelTarget, sentinel: Sentinel,
+                    client_name: str | None) -> aioredis.Redis:
     client: aioredis.Redis = sentinel.master_for(
         target.service,
         db=target.db,
@@ -120,8 +126,18 @@ def open_sentinel(url: str, settings: Settings, node_id: str) -> tuple[SentinelB
         socket_timeout=COMMAND_TIMEOUT,
         socket_keepalive=True,
         retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 1),
-        client_name=f"{settings.key_prefix}:{node_id}:commands",
+        client_name=client_name,
     )
+    return client
+
+
+def open_sentinel(url: str, settings: Settings, node_id: str) -> tuple[SentinelBroker, Store]:
+    """The broker and store for a ``redis+sentinel://`` URL (one Redis key layout)."""
+    from ..stores.redis import RedisStore
+
+    target = parse_sentinel_url(url)
+    sentinel = _sentinel(target)
+    client = _primary_client(target, sentinel, f"{settings.key_prefix}:{node_id}:commands")
     broker = SentinelBroker(target, sentinel, url=url, prefix=settings.key_prefix,
                             node_id=node_id, client=client,
                             probe_interval=settings.redis_probe_interval)
