@@ -7,6 +7,8 @@ loopback ports, ``redis-cli --cluster create``) and stopped by PID afterwards.
 from __future__ import annotations
 
 import json
+import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -52,8 +54,12 @@ def pubsub_connections(node: RedisServer) -> int:
 
 
 def health(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
-        return dict(json.load(response))
+    """``/healthz`` as JSON, whatever its status code."""
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+            return dict(json.load(response))
+    except urllib.error.HTTPError as exc:
+        return dict(json.load(exc))
 
 
 def same_shard_channel(cluster: LocalCluster, owner: RedisServer, avoid_slot: int) -> str:
@@ -325,6 +331,12 @@ def test_shard_primary_killed_and_replaced_by_its_replica():
         assert not [f for f in frames if f["type"] == "gap" and f["channel"] == elsewhere]
         assert shard_counts(heir, [busy]) == {busy: 2}
         assert listener.ok("presence", channel=elsewhere)["clients"] == ["listener", "talker"]
+        for proc in (one, two):
+            for _ in range(300):
+                if health(proc.url).get("connected"):
+                    break
+                time.sleep(0.1)
+            assert health(proc.url)["connected"], health(proc.url)
         talker.close()
         listener.close()
 

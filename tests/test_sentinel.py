@@ -10,6 +10,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 
@@ -90,3 +91,24 @@ def test_primary_killed_during_traffic_service_restored_without_reconnecting():
         assert all(healthy(p.url) for p in (one, two))
         talker.close()
         listener.close()
+
+
+async def test_redis_client_follows_the_sentinel_primary(sentinel_group):
+    """``redis_client`` on a Sentinel URL writes to the current primary."""
+    from quart_chat.brokers import redis_client
+
+    client = redis_client(sentinel_group.url)
+    try:
+        await client.set("quart-chat:probe-key", "here")
+        port = sentinel_group.primary_port()
+        primary = next(s for s in sentinel_group.servers if s.port == port)
+        assert primary.cli("GET", "quart-chat:probe-key").strip() == "here"
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def sentinel_group() -> Iterator[LocalSentinel]:
+    """A fresh primary, replica and three Sentinels."""
+    with LocalSentinel() as group:
+        yield group

@@ -101,10 +101,25 @@ class SentinelBroker(RedisBroker):
         return f"redis+sentinel://{hosts}/{self._target.service}"
 
 
+class _OwnSentinelClient(aioredis.Redis):
+    """A primary's client that also closes its connections to the Sentinels."""
+
+    _sentinel: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        for sentinel in self._sentinel.sentinels if self._sentinel else ():
+            with contextlib.suppress(*REDIS_DOWN):
+                await sentinel.aclose()
+
+
 def sentinel_client(url: str, client_name: str | None = None) -> aioredis.Redis:
     """A command client for the primary a ``redis+sentinel://`` URL names."""
     target = parse_sentinel_url(url)
-    return _primary_client(target, _sentinel(target), client_name)
+    sentinel = _sentinel(target)
+    client = _primary_client(target, sentinel, client_name, _OwnSentinelClient)
+    client._sentinel = sentinel  # type: ignore[attr-defined]
+    return client
 
 
 def _sentinel(target: SentinelTarget) -> Sentinel:
@@ -115,10 +130,11 @@ def _sentinel(target: SentinelTarget) -> Sentinel:
     )
 
 
-def _primary_client(target: SentinelTarget, sentinel: Sentinel,
-                    client_name: str | None) -> aioredis.Redis:
+def _primary_client(target: SentinelTarget, sentinel: Sentinel, client_name: str | None,
+                    redis_class: type[aioredis.Redis] = aioredis.Redis) -> aioredis.Redis:
     client: aioredis.Redis = sentinel.master_for(
         target.service,
+        redis_class=redis_class,
         db=target.db,
         username=target.username,
         password=target.password,
