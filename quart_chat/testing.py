@@ -280,6 +280,14 @@ class ServerProcess(_LoopbackAddress):
 # -- Redis Cluster and Sentinel (issue 7) ------------------------------------------------
 
 
+def redis_version() -> tuple[int, ...]:
+    """The installed ``redis-server`` version, e.g. ``(7, 0, 15)``."""
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, check=True,
+                         timeout=10).stdout.decode()
+    version = out.split("v=", 1)[1].split()[0]
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
 def _wait_until(check: Any, what: str, timeout: float = 30.0) -> None:
     """Poll ``check()`` until it is true; a bounded loop that names what it waited for."""
     deadline = time.monotonic() + timeout
@@ -311,6 +319,8 @@ class LocalCluster:
     """
 
     def __init__(self, primaries: int = 3, replicas: int = 0, node_timeout_ms: int = 1000) -> None:
+        if redis_version() < (7,):
+            raise RuntimeError("sharded pub/sub needs redis-server 7.0 or later")
         self.primaries, self.replicas = primaries, replicas
         count = primaries * (1 + replicas)
         ports = _free_ports(2 * count)
