@@ -12,8 +12,9 @@ process). Two phases:
 
 - saturation: every client keeps ``--window`` publishes in flight (closed loop); the
   figure is delivered messages per second;
-- paced: the same clients publish at half the saturation rate of the single-Redis run
-  (the same offered load for both backends), for the p50/p99 latency at a sane load.
+- paced: the same clients publish at a fixed ``--paced`` rate (1,000 publishes/s, so
+  2,000 deliveries/s, by default; the same offered load for both backends), for the
+  p50/p99 latency at a sane load.
 
 CPU is read from ``/proc/PID/stat`` for every redis-server and server process over each
 measured window, in % of one core: on one machine all shards share the same cores, so
@@ -162,7 +163,7 @@ ENV = {
 }
 
 
-async def run_backend(kind: str, args: argparse.Namespace, paced_rate: float | None
+async def run_backend(kind: str, args: argparse.Namespace, paced_rate: float
                       ) -> dict[str, Any]:
     channels = [f"bench-{n}" for n in range(args.channels)]
     with backend(kind) as (url, redis_pids):
@@ -217,7 +218,7 @@ async def run_backend(kind: str, args: argparse.Namespace, paced_rate: float | N
                 }
 
             saturation = await phase(None)
-            paced = await phase(paced_rate or saturation["publishes_per_s"] / 2)
+            paced = await phase(paced_rate)
             for client in clients:
                 await client.ws.close()
             for reader in readers:
@@ -254,6 +255,8 @@ def main() -> None:
     parser.add_argument("--channels", type=int, default=1000)
     parser.add_argument("--clients", type=int, default=50, help="WebSockets per process")
     parser.add_argument("--window", type=int, default=8, help="publishes in flight per client")
+    parser.add_argument("--paced", type=float, default=1000.0,
+                        help="publishes/s offered in the paced phase")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--json", type=Path, default=None, help="also write results here")
@@ -263,10 +266,8 @@ def main() -> None:
 
         uvloop.install()
     results: list[dict[str, Any]] = []
-    paced: float | None = None
     for kind in args.backends.split(","):
-        result = asyncio.run(run_backend(kind, args, paced))
-        paced = result["paced"]["offered_publishes_per_s"]  # same offered load for the next
+        result = asyncio.run(run_backend(kind, args, args.paced))
         results.append(result)
         print(f"{kind}: {json.dumps(result)}", file=sys.stderr)
     print(table(results))
