@@ -403,3 +403,90 @@ async def test_a_channels_history_stream_lands_on_the_channels_shard(cluster):
     finally:
         await client.delete(key)
         await client.aclose()
+
+
+def test_subscription_churn_during_slot_moves_leaves_exactly_the_wanted_channels():
+    """Subscribe/unsubscribe churn while slots move back and forth under it: afterwards
+    every shard holds exactly the channels still wanted, each once, and each delivers."""
+    import random
+    import threading
+
+    rng = random.Random(7)
+    with LocalCluster(primaries=3) as cluster:
+        settings = Settings(redis_url=cluster.url, redis_probe_interval=0.2)
+        with ServerThread(settings) as server:
+            steady = Client(server.ws_url, "steady", timeout=30)
+            churner = Client(server.ws_url, "churner", timeout=30)
+            pool = [f"churn-{n}" for n in range(60)]
+            for channel in pool[:30]:
+                steady.ok("subscribe", channel=channel)
+            moving = sorted({slot_of(c) for c in pool[:6]})
+            homes = {slot: cluster.owner(slot) for slot in moving}
+            stop = threading.Event()
+            errors: list[BaseException] = []
+
+            def mover() -> None:
+                try:
+                    for n in range(6):
+                        if stop.is_set():
+                            return
+                        for slot in moving:
+                            current = cluster.owner(slot)
+                            others = [x for x in cluster.nodes if x is not current]
+                            cluster.migrate_slot(slot, others[n % len(others)])
+                        cluster.wait_healthy()
+                    for slot, home in homes.items():
+                        if cluster.owner(slot) is not home:
+                            cluster.migrate_slot(slot, home)
+                    cluster.wait_healthy()
+                except BaseException as exc:
+                    errors.append(exc)
+
+            thread = threading.Thread(target=mover, daemon=True)
+            thread.start()
+            mine: set[str] = set()
+            for _ in range(400):
+                channel = rng.choice(pool)
+                if channel in mine:
+                    churner.ok("unsubscribe", channel=channel)
+                    mine.discard(channel)
+                else:
+                    reply = churner.request("subscribe", channel=channel)
+                    if reply["type"] == "result":
+                        mine.add(channel)
+                    else:
+                        assert reply["code"] == "unavailable", reply
+            thread.join(120)
+            stop.set()
+            assert not errors, errors
+            assert not thread.is_alive()
+
+            wanted = set(pool[:30]) | mine
+            expected: dict[int, set[str]] = {}
+            for channel in wanted:
+                owner = cluster.owner(slot_of(channel))
+                expected.setdefault(owner.port, set()).add(channel_wire(PREFIX, channel).decode())
+            for _ in range(300):  # let re-subscriptions after the last moves settle
+                if all(shard_channels(n) == expected.get(n.port, set()) for n in cluster.nodes):
+                    break
+                time.sleep(0.05)
+            for node in cluster.nodes:
+                assert shard_channels(node) == expected.get(node.port, set())
+                counts = shard_counts(node, [c for c in wanted
+                                             if cluster.owner(slot_of(c)) is node])
+                assert set(counts.values()) <= {1}
+            assert pubsub_connections(cluster.nodes[0]) <= 1
+            assert server.call(server.service.broker.health())["slot_moves"] >= len(moving)
+
+            for channel in sorted(mine):
+                churner.ok("publish", channel=channel, text=f"last {channel}")
+            got = read_until(churner, lambda f: sum(
+                1 for x in f if x["type"] == "message" and x["text"].startswith("last ")
+            ) >= len(mine))
+            churner.ok("ping")
+            got += list(churner.inbox)
+            lasts = sorted(f["channel"] for f in got
+                           if f["type"] == "message" and f["text"].startswith("last "))
+            assert lasts == sorted(mine)
+            steady.close()
+            churner.close()
