@@ -63,7 +63,8 @@ class Settings:
     publish_burst: int = 40
     #: Sustained publishes per second per session (token bucket).
     publish_rate: float = 20.0
-    #: Redis URL; unset means the embedded in-process broker (one process only).
+    #: Redis URL: redis://, rediss://, redis+cluster:// or redis+sentinel:// (see the README);
+    #: unset means the embedded in-process broker (one process only).
     redis_url: str | None = None
     #: Seconds between liveness probes of the Redis pub/sub connection.
     redis_probe_interval: float = 1 * SECONDS
