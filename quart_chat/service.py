@@ -14,7 +14,7 @@ from .bots import Bot, bot_name
 from .brokers import open_backend
 from .config import Settings
 from .hub import Hub
-from .plugins import HookRunner, make_plugin_manager
+from .plugins import HookFailed, HookRunner, make_plugin_manager
 from .protocol import Message
 
 if TYPE_CHECKING:
@@ -79,7 +79,7 @@ class ChatService:
                 impl, "filter_message", {"message": message, "session": session}
             )
             if changed is not None:
-                message = changed
+                message = _checked_rewrite(message, changed, impl.plugin_name)
         return message
 
     async def notify(self, hook_name: str, trigger: Message | None = None, **kwargs: Any) -> None:
@@ -102,3 +102,21 @@ class ChatService:
             "channels": len(self.hub.members),
             **broker,
         }
+
+
+#: Fields a filter may not change: the channel was authorized, the sender authenticated.
+_FIXED_FIELDS = ("channel", "sender", "mid", "bot")
+
+
+def _checked_rewrite(before: Message, after: object, plugin_name: str) -> Message:
+    """A filter's result, refused (logged, ``internal``) unless it is a Message that only
+    rewrites what a filter may rewrite (text, ts)."""
+    if not isinstance(after, Message):
+        log.error("plugin %s: filter_message returned %s, not a Message or None",
+                  plugin_name, type(after).__name__)
+        raise HookFailed("a server plugin failed (filter_message)")
+    changed = [name for name in _FIXED_FIELDS if getattr(after, name) != getattr(before, name)]
+    if changed:
+        log.error("plugin %s: filter_message may not change %s", plugin_name, ", ".join(changed))
+        raise HookFailed("a server plugin failed (filter_message)")
+    return after
