@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import deque
 from collections.abc import Iterable
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from . import protocol
@@ -23,6 +25,20 @@ if TYPE_CHECKING:
     from .session import Session
 
 log = logging.getLogger("quart_chat")
+
+#: Most bot messages announced in answer to one message (a loop guard for answer_bots).
+MAX_BOT_CHAIN = 100
+
+
+class _Backlog:
+    """Messages waiting for ``message_published`` in one announcing task."""
+
+    def __init__(self, first: Message) -> None:
+        self.messages: deque[Message] = deque([first])
+        self.open = True
+
+
+_announcing: ContextVar[_Backlog | None] = ContextVar("quart_chat_announcing", default=None)
 
 
 class ChatService:
@@ -41,8 +57,14 @@ class ChatService:
     async def start(self, app: Quart) -> None:
         """Connect the broker and start plugins; raises if either cannot start."""
         await self.hub.start()
-        for call in reversed(self.pm.hook.startup.get_hookimpls()):
-            await self.hooks.call(call, "startup", {"app": app})
+        try:
+            for call in reversed(self.pm.hook.startup.get_hookimpls()):
+                await self.hooks.call(call, "startup", {"app": app})
+        except BaseException:
+            # No after_serving will run: release what started so far, then fail.
+            await self.hooks.each_logged("shutdown", app=app)
+            await self.broker.close()
+            raise
         if not self.settings.jwt_secret:
             log.warning("no QUART_CHAT_JWT_SECRET: development mode, any client_id is accepted")
         if not self.settings.allowed_origins:
@@ -70,8 +92,36 @@ class ChatService:
         if self._filters:
             message = await self.filter(message, session)
         await self.broker.publish(message.channel, protocol.encode_message(message))
-        await self.notify("message_published", message=message, trigger=message)
+        await self._announce(message)
         return message
+
+    async def _announce(self, message: Message) -> None:
+        """Run ``message_published`` for ``message``, in publish order.
+
+        A bot answering from inside ``message_published`` publishes at once, but its
+        message is announced only after every plugin saw the message it answers, so
+        persistence stores question before answer. The queue is per task (a context
+        variable), which also turns bot chains into a bounded loop instead of recursion.
+        """
+        backlog = _announcing.get()
+        if backlog is not None and backlog.open:
+            backlog.messages.append(message)
+            return
+        backlog = _Backlog(message)
+        token = _announcing.set(backlog)
+        try:
+            for _ in range(MAX_BOT_CHAIN + 1):
+                if not backlog.messages:
+                    break
+                current = backlog.messages.popleft()
+                await self.notify("message_published", message=current, trigger=current)
+            else:
+                log.error("message_published: more than %d bot messages answered one message; "
+                          "%d not announced (bots with answer_bots=True in a loop?)",
+                          MAX_BOT_CHAIN, len(backlog.messages))
+        finally:
+            backlog.open = False
+            _announcing.reset(token)
 
     async def filter(self, message: Message, session: Session | None) -> Message:
         for impl in reversed(self.pm.hook.filter_message.get_hookimpls()):
