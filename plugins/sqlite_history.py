@@ -1,8 +1,8 @@
 """Persistence with SQLite (aiosqlite): history that survives restarts, no Redis needed.
 
 The embedded choice for a single server process: every published message is inserted
-into one table, and ``history`` serves it newest first, paging with ``before``. Message
-ids sort by time, so ``before`` is a plain ``mid < ?``. Needs ``pip install
+into one table, and ``history`` serves it newest first (insertion order), paging with
+``before``. Needs ``pip install
 'quart-chat[plugins]'`` (aiosqlite).
 
 Settings (environment variables, read at startup):
@@ -33,14 +33,15 @@ _inserts: dict[str, int] = {}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
-    mid     TEXT PRIMARY KEY,
+    seq     INTEGER PRIMARY KEY,
+    mid     TEXT NOT NULL UNIQUE,
     channel TEXT NOT NULL,
     sender  TEXT NOT NULL,
     text    TEXT NOT NULL,
     ts      REAL NOT NULL,
     bot     INTEGER NOT NULL DEFAULT 0
 );
-CREATE INDEX IF NOT EXISTS messages_by_channel ON messages (channel, mid);
+CREATE INDEX IF NOT EXISTS messages_by_channel ON messages (channel, seq);
 """
 
 
@@ -77,8 +78,8 @@ async def message_published(message: Message) -> None:
     count = _inserts[message.channel] = _inserts.get(message.channel, 0) + 1
     if count % PRUNE_EVERY == 0:
         await _db.execute(
-            "DELETE FROM messages WHERE channel = ? AND mid < (SELECT mid FROM messages "
-            "WHERE channel = ? ORDER BY mid DESC LIMIT 1 OFFSET ?)",
+            "DELETE FROM messages WHERE channel = ? AND seq < (SELECT seq FROM messages "
+            "WHERE channel = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
             (message.channel, message.channel, _keep - 1),
         )
     await _db.commit()
@@ -90,9 +91,11 @@ async def history(channel: str, limit: int, before: str | None) -> list[Message]
     query = "SELECT channel, sender, text, ts, mid, bot FROM messages WHERE channel = ?"
     args: tuple[object, ...] = (channel,)
     if before is not None:
-        query += " AND mid < ?"
-        args += (before,)
-    query += " ORDER BY mid DESC LIMIT ?"
+        # Older than ``before`` in insertion order; if it was pruned, by its id's time.
+        query += (" AND seq < COALESCE((SELECT seq FROM messages WHERE mid = ?),"
+                  " (SELECT MIN(seq) FROM messages WHERE channel = ? AND mid >= ?), 1 << 62)")
+        args += (before, channel, before)
+    query += " ORDER BY seq DESC LIMIT ?"
     async with _db.execute(query, (*args, limit)) as cursor:
         rows = await cursor.fetchall()
     return [Message(channel=row[0], sender=row[1], text=row[2], ts=row[3], mid=row[4],

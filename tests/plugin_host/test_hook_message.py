@@ -300,3 +300,30 @@ def test_hook_message_published_that_raises_does_not_fail_the_publish(serve, cap
     assert alice.next_message()["text"] == "hi"
     assert len(published.seen.wait("published")) == 1  # the other plugin still ran
     assert "plugin Crashing: hook message_published raised" in caplog.text
+
+
+def test_hook_message_published_bots_in_a_loop_are_stopped(serve, caplog):
+    """Two bots that answer bots forever are cut off after MAX_BOT_CHAIN answers."""
+    from quart_chat.service import MAX_BOT_CHAIN
+
+    def chatterbox(name):
+        class Chatterbox:
+            BOT_NAME = name
+
+            @hookimpl
+            async def message_published(self, message, bot):
+                bot.answer_bots = True
+                if message.sender != name:
+                    await bot.reply(message, "and another thing")
+
+        Chatterbox.__name__ = name
+        return Chatterbox()
+
+    published = Published()
+    server = serve(published, chatterbox("a"), chatterbox("b"), publish_rate=1000)
+    alice = server.connect("alice")
+    alice.ok("subscribe", channel="lobby")
+    alice.ok("publish", channel="lobby", text="start")
+    assert len(published.seen.of("published")) == MAX_BOT_CHAIN + 1
+    assert "bot messages answered one message" in caplog.text
+    alice.ok("ping")
