@@ -1,0 +1,146 @@
+"""What the plugin hooks cost on the publish path: delivered messages per second.
+
+Runs the same load against two ``quart-chat serve`` processes on one private
+redis-server (started here on a free loopback port, stopped by PID at the end):
+
+- ``bare``:    no plugins;
+- ``plugins``: moderation (filter) + redis_history (XADD per message) + command_bot.
+
+The rounds alternate (bare, plugins, bare, plugins, ...) so both see the same machine
+state; the median of each is reported. Every client subscribes to one channel; the
+publishers send ``--messages`` each with at most ``--window`` publishes in flight, and a
+round ends when every client received every message (or ``--timeout`` passes).
+
+    python bench/plugins_cost.py                      # defaults: 3 rounds, 4 x 2000 messages
+    python bench/plugins_cost.py --rounds 5 --subscribers 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import websockets
+
+from quart_chat.testing import RedisServer, ServerProcess
+
+REPO = Path(__file__).resolve().parents[1]
+PLUGINS = "moderation,redis_history,command_bot"
+
+
+async def _client(url: str, name: str) -> websockets.ClientConnection:
+    ws = await websockets.connect(f"{url}?client_id={name}", max_queue=None)
+    json.loads(await ws.recv())  # welcome
+    await ws.send(json.dumps({"type": "subscribe", "id": 0, "channel": "bench"}))
+    while json.loads(await ws.recv()).get("id") != 0:
+        pass
+    return ws
+
+
+async def _one_round(url: str, publishers: int, subscribers: int, messages: int,
+                     window: int, timeout: float) -> tuple[float, int]:
+    """(delivered messages per second, deliveries) for one run of the load."""
+    senders = [await _client(url, f"pub{n}") for n in range(publishers)]
+    listeners = [await _client(url, f"sub{n}") for n in range(subscribers)]
+    expected = publishers * messages
+    delivered = 0
+    results: dict[int, asyncio.Queue[None]] = {}
+
+    async def read(ws: websockets.ClientConnection, queue: asyncio.Queue[None] | None) -> None:
+        nonlocal delivered
+        seen = 0
+        while seen < expected:
+            frame = json.loads(await ws.recv())
+            kind = frame["type"]
+            if kind == "message":
+                seen += 1
+                delivered += 1
+            elif kind == "result" and queue is not None:
+                queue.put_nowait(None)
+            elif kind == "error":
+                raise RuntimeError(f"server error: {frame}")
+
+    async def publish(index: int, ws: websockets.ClientConnection) -> None:
+        queue = results[index]
+        in_flight = 0
+        for n in range(messages):
+            if in_flight >= window:
+                await queue.get()
+                in_flight -= 1
+            await ws.send(json.dumps({"type": "publish", "id": n + 1, "channel": "bench",
+                                      "text": f"hello from {index}, message {n}"}))
+            in_flight += 1
+
+    for index in range(publishers):
+        results[index] = asyncio.Queue()
+    readers = [asyncio.create_task(read(ws, results[i])) for i, ws in enumerate(senders)]
+    readers += [asyncio.create_task(read(ws, None)) for ws in listeners]
+    start = time.perf_counter()
+    try:
+        await asyncio.wait_for(
+            asyncio.gather(*readers, *(publish(i, ws) for i, ws in enumerate(senders))),
+            timeout)
+    finally:
+        elapsed = time.perf_counter() - start
+        for task in readers:
+            task.cancel()
+        for ws in senders + listeners:
+            await ws.close()
+    return delivered / elapsed, delivered
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--subscribers", type=int, default=12)
+    parser.add_argument("--messages", type=int, default=2000, help="per publisher")
+    parser.add_argument("--window", type=int, default=32, help="publishes in flight each")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per round")
+    args = parser.parse_args()
+
+    env_common = {
+        "QUART_CHAT_PUBLISH_RATE": "1000000", "QUART_CHAT_PUBLISH_BURST": "1000000",
+        "QUART_CHAT_OUTBOUND_QUEUE": "100000", "QUART_CHAT_LOG_LEVEL": "warning",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
+    }
+    rates: dict[str, list[float]] = {"bare": [], "plugins": []}
+    with RedisServer() as redis:
+        env_common["QUART_CHAT_REDIS_URL"] = redis.url
+        env_common["QUART_CHAT_PLUGIN_REDIS_HISTORY_MAXLEN"] = "1000"
+        servers = {
+            "bare": ServerProcess({**env_common, "QUART_CHAT_PLUGINS": ""}),
+            "plugins": ServerProcess({**env_common, "QUART_CHAT_PLUGINS": PLUGINS}),
+        }
+        try:
+            for server in servers.values():
+                server.start()
+            for round_no in range(1, args.rounds + 1):
+                for name, server in servers.items():
+                    rate, count = asyncio.run(_one_round(
+                        server.ws_url, args.publishers, args.subscribers, args.messages,
+                        args.window, args.timeout))
+                    rates[name].append(rate)
+                    print(f"round {round_no} {name:8} {rate:10.0f} delivered msg/s "
+                          f"({count} deliveries)", flush=True)
+        finally:
+            for server in servers.values():
+                server.__exit__(None, None, None)
+    bare, plugged = statistics.median(rates["bare"]), statistics.median(rates["plugins"])
+    print(f"\nload: {args.publishers} publishers x {args.messages} messages, "
+          f"{args.publishers + args.subscribers} subscribers, window {args.window}, "
+          f"python {sys.version.split()[0]}")
+    print(f"median bare:    {bare:10.0f} delivered msg/s")
+    print(f"median plugins: {plugged:10.0f} delivered msg/s  ({PLUGINS})")
+    print(f"cost: {100 * (1 - plugged / bare):.1f}% fewer deliveries per second")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
