@@ -44,7 +44,7 @@ async def _client(url: str, name: str) -> websockets.ClientConnection:
 
 
 async def _one_round(url: str, publishers: int, subscribers: int, messages: int,
-                     window: int, timeout: float) -> tuple[float, int]:
+                     window: int, limit: float) -> tuple[float, int]:
     """(delivered messages per second, deliveries) for one run of the load."""
     senders = [await _client(url, f"pub{n}") for n in range(publishers)]
     listeners = [await _client(url, f"sub{n}") for n in range(subscribers)]
@@ -85,7 +85,7 @@ async def _one_round(url: str, publishers: int, subscribers: int, messages: int,
     try:
         await asyncio.wait_for(
             asyncio.gather(*readers, *(publish(i, ws) for i, ws in enumerate(senders))),
-            timeout)
+            limit)
     finally:
         elapsed = time.perf_counter() - start
         for task in readers:

@@ -79,7 +79,7 @@ async def _time(message: Message, args: str, bot: Bot) -> str:
     return "server time: " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-COMMANDS: dict[str, Callable[[Message, str, object], Awaitable[str]]] = {
+COMMANDS: dict[str, Callable[[Message, str, Bot], Awaitable[str]]] = {
     "help": _help,
     "roll": _roll,
     "who": _who,

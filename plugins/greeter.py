@@ -11,9 +11,8 @@ Settings (environment variables, read at startup):
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
 from quart_chat import hookimpl, plugin_settings
 

@@ -48,10 +48,12 @@ def startup() -> None:
     config = plugin_settings("moderation", words=("spam", "scam"), mode="mask", strikes=3,
                              window=60.0, cooldown=30.0)
     if config.mode not in ("mask", "reject"):
-        raise ValueError(f"QUART_CHAT_PLUGIN_MODERATION_MODE must be mask or reject, not {config.mode!r}")
-    words = sorted(config.words, key=len, reverse=True)
-    _pattern = re.compile(r"\b(?:%s)\b" % "|".join(map(re.escape, words)), re.IGNORECASE) if words else None
-    _mode, _strikes, _window, _cooldown = config.mode, config.strikes, config.window, config.cooldown
+        raise ValueError(
+            f"QUART_CHAT_PLUGIN_MODERATION_MODE must be mask or reject, not {config.mode!r}")
+    words = "|".join(map(re.escape, sorted(config.words, key=len, reverse=True)))
+    _pattern = re.compile(rf"\b(?:{words})\b", re.IGNORECASE) if words else None
+    _mode, _strikes = config.mode, config.strikes
+    _window, _cooldown = config.window, config.cooldown
     _hits.clear()
     _cooling_until.clear()
 

@@ -20,7 +20,7 @@ place directly; if another process already wrote a later entry, Redis picks the 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
@@ -85,7 +85,7 @@ async def history(channel: str, limit: int, before: str | None) -> list[Message]
     end = "+"
     if before is not None:
         end = await _position_before(key, before)
-    entries = await _redis.xrevrange(key, max=end, min="-", count=limit)
+    entries = cast("list[Any]", await _redis.xrevrange(key, max=end, min="-", count=limit))
     return [_message(channel, fields) for _, fields in entries]
 
 
@@ -96,10 +96,11 @@ async def _position_before(key: str, before: str) -> str:
     if millis is None:
         return "+"
     # The entry's id is at or just after its own millisecond: look there first.
-    for entry_id, fields in await _redis.xrange(key, min=f"{millis}-0", max="+",
-                                                 count=BEFORE_SCAN):
+    nearby = cast("list[Any]", await _redis.xrange(key, min=f"{millis}-0", max="+",
+                                                   count=BEFORE_SCAN))
+    for entry_id, fields in nearby:
         if fields.get(b"mid", b"").decode() == before:
-            return "(" + entry_id.decode()
+            return f"({entry_id.decode()}"
     return f"({millis}-0"  # not found (trimmed): everything older than its millisecond
 
 

@@ -53,7 +53,9 @@ def make_plugin_manager(settings: Settings, extra: Iterable[object] = ()) -> plu
         try:
             plugin = entry_point.load()
         except Exception as exc:
-            raise ConfigError(f"plugin {source} failed to import: {type(exc).__name__}: {exc}") from exc
+            raise ConfigError(
+                f"plugin {source} failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
         _register(pm, plugin, entry_point.name, source)
     if settings.plugins_dir:
         for path in _plugin_files(Path(settings.plugins_dir)):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -35,11 +35,13 @@ from .testing import ServerThread
 class ChatClient:
     """A connected test client (websocket-client): send frames, read replies by id."""
 
-    def __init__(self, ws_url: str, client_id: str | None, timeout: float = 10.0,
-                 **params: str) -> None:
+    def __init__(self, ws_url: str, client_id: str | None,
+                 params: Mapping[str, str] | None = None, *, timeout: float = 10.0) -> None:
         import websocket
 
-        query = {"client_id": client_id, **params} if client_id is not None else params
+        query = dict(params or {})
+        if client_id is not None:
+            query["client_id"] = client_id
         self.ws = websocket.create_connection(f"{ws_url}?{urlencode(query)}", timeout=timeout)
         self.inbox: deque[dict[str, Any]] = deque()
         self._pending: deque[dict[str, Any]] = deque()
@@ -54,7 +56,9 @@ class ChatClient:
     def recv(self) -> dict[str, Any]:
         """The next frame from the server."""
         if not self._pending:
-            for line in self.ws.recv().split("\n"):
+            data = self.ws.recv()
+            text = data.decode() if isinstance(data, bytes) else str(data)
+            for line in text.split("\n"):
                 self._pending.append(json.loads(line))
         return self._pending.popleft()
 
@@ -126,7 +130,7 @@ class ChatServer:
 
     def connect(self, client_id: str | None = None, **params: str) -> ChatClient:
         """Open a WebSocket as ``client_id`` (extra query parameters as keywords)."""
-        client = ChatClient(self.ws_url, client_id, **params)
+        client = ChatClient(self.ws_url, client_id, params)
         self.clients.append(client)
         return client
 

@@ -77,7 +77,7 @@ def test_moderation_bad_mode_stops_startup(chat_server, monkeypatch):
 def test_command_bot_answers_help_roll_who_and_time(serve):
     """Each command gets one answer from the bot, in the channel."""
     server = serve(command_bot)
-    alice, bob = _in_lobby(server, "alice", "bob")
+    alice, _bob = _in_lobby(server, "alice", "bob")
     answers = {}
     for command in ("/help", "/roll 2d6", "/who", "/time", "/roll d20+3"):
         alice.ok("publish", channel="lobby", text=command)

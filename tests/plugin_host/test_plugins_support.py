@@ -41,7 +41,7 @@ def test_plugin_settings_names_the_variable_of_a_bad_value():
 
 def test_plugin_settings_unknown_key_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no setting 'nope'"):
-        plugin_settings("demo", environ={}, a=1).nope
+        _ = plugin_settings("demo", environ={}, a=1).nope
     assert env_name("redis.history", "max-len") == "QUART_CHAT_PLUGIN_REDIS_HISTORY_MAX_LEN"
 
 
