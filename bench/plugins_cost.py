@@ -95,6 +95,12 @@ async def _one_round(url: str, publishers: int, subscribers: int, messages: int,
     return delivered / elapsed, delivered
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc): robust to a busy machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
@@ -111,6 +117,9 @@ def main() -> int:
         "PYTHONPATH": os.pathsep.join([str(REPO / "plugins"), str(REPO)]),
     }
     rates: dict[str, list[float]] = {"bare": [], "plugins": []}
+    server_cpu: dict[str, list[float]] = {"bare": [], "plugins": []}
+    redis_cpu: dict[str, list[float]] = {"bare": [], "plugins": []}
+    published = args.publishers * args.messages
     with RedisServer() as redis:
         env_common["QUART_CHAT_REDIS_URL"] = redis.url
         env_common["QUART_CHAT_PLUGIN_REDIS_HISTORY_MAXLEN"] = "1000"
@@ -123,12 +132,19 @@ def main() -> int:
                 server.start()
             for round_no in range(1, args.rounds + 1):
                 for name, server in servers.items():
+                    assert redis.process is not None
+                    cpu = _cpu_seconds(server.pid), _cpu_seconds(redis.process.pid)
                     rate, count = asyncio.run(_one_round(
                         server.ws_url, args.publishers, args.subscribers, args.messages,
                         args.window, args.timeout))
+                    server_us = (_cpu_seconds(server.pid) - cpu[0]) / published * 1e6
+                    redis_us = (_cpu_seconds(redis.process.pid) - cpu[1]) / published * 1e6
                     rates[name].append(rate)
-                    print(f"round {round_no} {name:8} {rate:10.0f} delivered msg/s "
-                          f"({count} deliveries)", flush=True)
+                    server_cpu[name].append(server_us)
+                    redis_cpu[name].append(redis_us)
+                    print(f"round {round_no} {name:8} {rate:8.0f} delivered msg/s "
+                          f"({count} deliveries); CPU per published message: server "
+                          f"{server_us:5.0f} us, redis {redis_us:4.0f} us", flush=True)
         finally:
             for server in servers.values():
                 server.__exit__(None, None, None)
@@ -136,9 +152,14 @@ def main() -> int:
     print(f"\nload: {args.publishers} publishers x {args.messages} messages, "
           f"{args.publishers + args.subscribers} subscribers, window {args.window}, "
           f"python {sys.version.split()[0]}")
-    print(f"median bare:    {bare:10.0f} delivered msg/s")
-    print(f"median plugins: {plugged:10.0f} delivered msg/s  ({PLUGINS})")
-    print(f"cost: {100 * (1 - plugged / bare):.1f}% fewer deliveries per second")
+    med = statistics.median
+    for name, label in (("bare", "bare:   "), ("plugins", "plugins:")):
+        print(f"median {label} {med(rates[name]):8.0f} delivered msg/s; CPU per published "
+              f"message: server {med(server_cpu[name]):5.0f} us, redis "
+              f"{med(redis_cpu[name]):4.0f} us")
+    print(f"plugins = {PLUGINS}")
+    print(f"cost: {100 * (1 - plugged / bare):.1f}% fewer deliveries per second; server CPU "
+          f"x{med(server_cpu['plugins']) / med(server_cpu['bare']):.2f} per message")
     return 0
 
 

@@ -174,15 +174,22 @@ class HookRunner:
         """One implementation, awaited with the timeout; failures become HookFailed."""
         args = {name: kwargs[name] for name in impl.argnames}
         start = time.perf_counter()
+        deadline = None
         try:
             value = impl.function(**args)
             if inspect.isawaitable(value):
-                value = await asyncio.wait_for(value, self.timeout)
+                # asyncio.timeout runs the hook in this task (no task per call, unlike
+                # wait_for) and tells our deadline apart from the plugin's own timeouts.
+                async with asyncio.timeout(self.timeout) as deadline:
+                    value = await value
         except ChatError:
             raise
         except TimeoutError:
-            log.error("plugin %s: hook %s timed out after %.1fs",
-                      impl.plugin_name, hook_name, self.timeout)
+            if deadline is None or not deadline.expired():
+                log.exception("plugin %s: hook %s raised", impl.plugin_name, hook_name)
+            else:
+                log.error("plugin %s: hook %s timed out after %.1fs",
+                          impl.plugin_name, hook_name, self.timeout)
             raise HookFailed(f"a server plugin failed ({hook_name})") from None
         except Exception:
             log.exception("plugin %s: hook %s raised", impl.plugin_name, hook_name)

@@ -327,3 +327,19 @@ def test_hook_message_published_bots_in_a_loop_are_stopped(serve, caplog):
     assert len(published.seen.of("published")) == MAX_BOT_CHAIN + 1
     assert "bot messages answered one message" in caplog.text
     alice.ok("ping")
+
+
+def test_hook_filter_message_own_timeout_error_is_reported_as_raised(serve, caplog):
+    """A plugin's own TimeoutError (say from its database) is not blamed on hook_timeout."""
+
+    class Flaky:
+        @hookimpl
+        async def filter_message(self, message):
+            raise TimeoutError("database did not answer")
+
+    server = serve(Flaky())
+    alice = server.connect("alice")
+    alice.ok("subscribe", channel="lobby")
+    assert alice.error("publish", channel="lobby", text="hi")["code"] == "internal"
+    assert "plugin Flaky: hook filter_message raised" in caplog.text
+    assert "timed out" not in caplog.text
