@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from quart_chat.pytest_plugin import ChatClient
 from quart_chat.testing import ServerProcess
 
 from .kit import EXAMPLES, REPO
-
-pytestmark = pytest.mark.redis
-
 
 def _until_markers(clients, count_markers):
     """Every message each client receives until it has seen ``count_markers`` markers."""
@@ -27,6 +22,7 @@ def _until_markers(clients, count_markers):
     return received
 
 
+@pytest.mark.redis
 def test_command_bot_answers_each_command_once_with_two_processes(processes):
     """Both processes load the bot; only the one that accepted a command answers it."""
     env = {"QUART_CHAT_PLUGINS": "command_bot,redis_history"}
@@ -54,6 +50,7 @@ def test_command_bot_answers_each_command_once_with_two_processes(processes):
         bob.close()
 
 
+@pytest.mark.redis
 def test_redis_history_is_shared_by_processes_and_outlives_them(processes):
     """History written through one process is served by another, and after both restart."""
     env = {"QUART_CHAT_PLUGINS": "redis_history"}
@@ -83,10 +80,8 @@ def test_sqlite_history_survives_a_server_restart(tmp_path):
     folder.mkdir()
     (folder / "sqlite_history.py").symlink_to(EXAMPLES / "sqlite_history.py")
     env = {"QUART_CHAT_PLUGINS_DIR": str(folder), "PYTHONPATH": str(REPO),
+           "QUART_CHAT_REDIS_URL": "",  # the embedded broker: no Redis involved at all
            "QUART_CHAT_PLUGIN_SQLITE_HISTORY_PATH": str(tmp_path / "chat.sqlite3")}
-    env = {k: v for k, v in {**env}.items()}
-    for key in ("QUART_CHAT_REDIS_URL",):
-        os.environ.get(key)  # the embedded broker: no Redis involved at all
     with ServerProcess(env) as server:
         alice = ChatClient(server.ws_url, "alice")
         alice.ok("subscribe", channel="diary")
