@@ -11,6 +11,11 @@ state; the median of each is reported. Every client subscribes to one channel; t
 publishers send ``--messages`` each with at most ``--window`` publishes in flight, and a
 round ends when every client received every message (or ``--timeout`` passes).
 
+Throughput on a shared machine is noisy, so two steadier numbers are reported too: the
+CPU time the server and redis-server spent per published message (from /proc), and
+the CPU time of the publish path alone (``ChatService.publish`` in this process with
+the Redis broker, no sockets) with and without the plugins.
+
     python bench/plugins_cost.py                      # defaults: 3 rounds, 4 x 2000 messages
     python bench/plugins_cost.py --rounds 5 --subscribers 20
 """
@@ -25,6 +30,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import websockets
 
@@ -95,6 +101,33 @@ async def _one_round(url: str, publishers: int, subscribers: int, messages: int,
     return delivered / elapsed, delivered
 
 
+async def _publish_path(url: str, plugins: list[object], count: int) -> float:
+    """CPU microseconds per ``ChatService.publish`` in this process (no sockets at all)."""
+    from quart_chat import Settings, chat_service, create_app
+    from quart_chat.protocol import Message, new_mid
+
+    app = create_app(Settings(redis_url=url, log_level="warning"), plugins=plugins)
+    service = chat_service(app)
+    await service.start(app)
+    ts = time.time()
+    messages = [Message(channel="path", sender="bench", text=f"hello {n}", ts=ts,
+                        mid=new_mid(ts)) for n in range(count)]
+    start = time.process_time()
+    for message in messages:
+        await service.publish(message, None)
+    elapsed = time.process_time() - start
+    await service.stop(app)
+    return elapsed / count * 1e6
+
+
+def _loop_runner() -> Any:
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux /proc): robust to a busy machine."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -148,6 +181,17 @@ def main() -> int:
         finally:
             for server in servers.values():
                 server.__exit__(None, None, None)
+        sys.path.insert(0, str(REPO / "plugins"))
+        import command_bot
+        import moderation
+        import redis_history
+
+        path: dict[str, list[float]] = {"bare": [], "plugins": []}
+        run = _loop_runner()  # the loop the server uses
+        for _ in range(args.rounds):
+            path["bare"].append(run(_publish_path(redis.url, [], 3000)))
+            path["plugins"].append(run(_publish_path(
+                redis.url, [moderation, redis_history, command_bot], 3000)))
     bare, plugged = statistics.median(rates["bare"]), statistics.median(rates["plugins"])
     print(f"\nload: {args.publishers} publishers x {args.messages} messages, "
           f"{args.publishers + args.subscribers} subscribers, window {args.window}, "
@@ -157,6 +201,9 @@ def main() -> int:
         print(f"median {label} {med(rates[name]):8.0f} delivered msg/s; CPU per published "
               f"message: server {med(server_cpu[name]):5.0f} us, redis "
               f"{med(redis_cpu[name]):4.0f} us")
+    print(f"publish path alone (in-process ChatService.publish, Redis broker, no sockets): "
+          f"bare {med(path['bare']):.0f} us, plugins {med(path['plugins']):.0f} us CPU "
+          "per message")
     print(f"plugins = {PLUGINS}")
     print(f"cost: {100 * (1 - plugged / bare):.1f}% fewer deliveries per second; server CPU "
           f"x{med(server_cpu['plugins']) / med(server_cpu['bare']):.2f} per message")
