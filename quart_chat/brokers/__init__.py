@@ -76,5 +76,7 @@ def redis_client(url: str, client_name: str = "quart-chat:plugin") -> Any:
     if scheme in REDIS_SCHEMES:
         from .redis import command_client
 
-        return command_client(url, client_name)
+        client = command_client(url, client_name)
+        client.auto_close_connection_pool = True  # aclose() releases its pool too
+        return client
     raise ConfigError(f"not a Redis URL: {scheme}://")
