@@ -294,6 +294,7 @@ def test_slot_migration_of_a_busy_channel_during_traffic():
         before, after = check_stream(frames, busy)
         assert before and after, "traffic on both sides of the move"
         assert after[-1] == publisher.acked[-1]
+        read_until(talker, has_gap(busy))  # the publisher's process was told as well
         assert not [f for f in frames if f["type"] == "gap" and f["channel"] == calm]
         assert shard_counts(target, [busy]) == {busy: 2}
         assert shard_counts(source, [busy]) == {busy: 0}
@@ -340,6 +341,7 @@ def test_shard_primary_killed_and_replaced_by_its_replica():
         assert before and after, "traffic on both sides of the failover"
         assert after[-1] == publisher.acked[-1]
         assert not [f for f in frames if f["type"] == "gap" and f["channel"] == elsewhere]
+        read_until(talker, has_gap(busy))  # the publisher's process was told as well
         assert shard_counts(heir, [busy]) == {busy: 2}
         assert listener.ok("presence", channel=elsewhere)["clients"] == ["listener", "talker"]
         for proc in (one, two):
