@@ -235,28 +235,24 @@ def test_presence_and_client_records_live_on_the_right_shards(cluster):
         assert pubsub_connections(owner) == 1
         assert shard_counts(owner, [lonely]) == {lonely: 1}
         alice.ok("unsubscribe", channel=lonely)
-        server.call(_until(lambda: pubsub_connections(owner) == 0))
+        eventually(lambda: pubsub_connections(owner) == 0)
         assert pubsub_connections(owner) == 0
         assert shard_counts(owner, [lonely]) == {lonely: 0}
         bob.close()
         alice.ok("unsubscribe")
         alice.close()
-        server.call(_until(lambda: not server.service.sessions))
+        eventually(lambda: not server.service.sessions)
     for node in cluster.nodes:
         assert node.cli("DBSIZE").strip() == "0", node.cli("KEYS", "*")
         assert shard_channels(node) == set()
 
 
-def _until(check: Any) -> Any:
-    """A coroutine that polls ``check()`` (bounded), run on the server's loop."""
-    import asyncio
-
-    async def run() -> None:
-        for _ in range(2000):
-            if check():
-                return
-            await asyncio.sleep(0.01)
-    return run()
+def eventually(check: Any, limit: int = 600) -> None:
+    """Poll ``check()`` from the test thread (bounded) until it is true."""
+    for _ in range(limit):
+        if check():
+            return
+        time.sleep(0.05)
 
 
 # -- the cluster changes under traffic --------------------------------------------------
@@ -388,8 +384,8 @@ def test_a_stalled_shard_is_detected_and_its_channels_come_back_with_a_gap():
             shard = cluster.owner(slot_of("frozen"))
             shard.pause()
             try:
-                server.call(_until(lambda: server.service.broker._links[
-                    ("127.0.0.1", shard.port)].down), timeout=30)
+                link = server.service.broker._links[("127.0.0.1", shard.port)]
+                eventually(lambda: link.down)
                 assert not server.call(server.service.broker.health())["pubsub"]
             finally:
                 shard.resume()
