@@ -499,3 +499,53 @@ def test_subscription_churn_during_slot_moves_leaves_exactly_the_wanted_channels
             assert lasts == sorted(mine)
             steady.close()
             churner.close()
+
+
+async def test_concurrent_publishes_through_a_failover_fail_only_with_unavailable():
+    """200 publishes in flight at a time while a shard primary is killed and replaced:
+    every one either succeeds or raises ``Unavailable`` (never a client-library error),
+    and publishing to the failed shard works again once its replica took over."""
+    import asyncio
+
+    from quart_chat.errors import Unavailable
+
+    with LocalCluster(primaries=3, replicas=1) as cluster:
+        broker, _store = open_backend(Settings(redis_url=cluster.url), "stress")
+        await broker.start(lambda channel, payload: None, lambda channels: None)
+        victim = cluster.owner(slot_of("room-0"))
+        failures: dict[str, int] = {}
+        done = {"ok": 0, "ok_after": 0}
+        warmed = asyncio.Event()
+        healed = asyncio.Event()
+
+        async def publisher(n: int) -> None:
+            for i in range(100_000):
+                if healed.is_set() and done["ok_after"] >= 2000:
+                    return
+                try:
+                    await broker.publish(CHANNELS[(n + i) % len(CHANNELS)], b"x")
+                    done["ok"] += 1
+                    if done["ok"] >= 2000:
+                        warmed.set()
+                    if healed.is_set():
+                        done["ok_after"] += 1
+                except Unavailable:
+                    failures["Unavailable"] = failures.get("Unavailable", 0) + 1
+                    await asyncio.sleep(0.01)
+                except Exception as exc:
+                    failures[type(exc).__name__] = failures.get(type(exc).__name__, 0) + 1
+
+        async def chaos() -> None:
+            await warmed.wait()
+            await asyncio.to_thread(cluster.kill, victim)
+            await asyncio.to_thread(cluster.wait_healthy)
+            healed.set()
+
+        try:
+            await asyncio.wait_for(asyncio.gather(chaos(), *(publisher(n) for n in range(200))),
+                                   120)
+            assert set(failures) <= {"Unavailable"}, failures
+            assert done["ok_after"] >= 2000
+            await broker.publish("room-0", b"after")  # the failed shard's channel
+        finally:
+            await broker.close()

@@ -42,7 +42,12 @@ from redis.asyncio.connection import Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.crc import key_slot
-from redis.exceptions import MovedError, RedisClusterException, ResponseError
+from redis.exceptions import (
+    MaxConnectionsError,
+    MovedError,
+    RedisClusterException,
+    ResponseError,
+)
 
 from ..config import Settings
 from ..errors import ConfigError, Unavailable
@@ -65,10 +70,19 @@ Addr = tuple[str, int]
 SLOTS = 16384
 #: Errors that mean "the cluster (or part of it) is not reachable right now".
 CLUSTER_DOWN = (*REDIS_DOWN, RedisClusterException)
+#: What a command through ``RedisCluster`` may raise when it could not be carried out.
+#: The last two are redis-py 8.1 races, not bugs of ours: when a failover makes
+#: ``RedisCluster`` rebuild its node table, commands in flight on the old node objects can
+#: find their transport closed (``RuntimeError``) or gone (``AttributeError``); they are
+#: as retryable as a refused connection.
+COMMAND_FAILED = (*CLUSTER_DOWN, RuntimeError, AttributeError)
 #: A failover completes within a few node timeouts: retry often, but not in a spin.
 BACKOFF_MAX = 1.0
-#: Connections per node in the command client (publish and store operations).
-MAX_CONNECTIONS_PER_NODE = 64
+#: Commands (or pipelines) in flight at once through the command client; a caller
+#: waits up to COMMAND_TIMEOUT for a turn, as with the single-Redis bounded pool.
+COMMANDS_IN_FLIGHT = 64
+#: Connections per node: above COMMANDS_IN_FLIGHT, so MaxConnectionsError cannot happen.
+MAX_CONNECTIONS_PER_NODE = 2 * COMMANDS_IN_FLIGHT
 
 
 # -- the URL ---------------------------------------------------------------------------
@@ -142,9 +156,49 @@ def parse_cluster_url(url: str) -> ClusterTarget:
 # -- building the backend --------------------------------------------------------------
 
 
+class GatedCluster(RedisCluster):
+    """``RedisCluster`` with at most :data:`COMMANDS_IN_FLIGHT` commands in flight.
+
+    redis-py's cluster client fails a command at once with ``MaxConnectionsError`` when
+    a node's pool is full; a bounded wait for a turn instead mirrors the bounded, waiting
+    pool of the single-Redis broker and keeps connections per node bounded.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._gate = asyncio.Semaphore(COMMANDS_IN_FLIGHT)
+
+    async def _turn(self) -> None:
+        try:
+            await asyncio.wait_for(self._gate.acquire(), COMMAND_TIMEOUT)
+        except TimeoutError:
+            raise MaxConnectionsError("too many Redis Cluster commands in flight") from None
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        await self._turn()
+        try:
+            return await super().execute_command(*args, **kwargs)
+        finally:
+            self._gate.release()
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        async def gated(*args: Any, **kwargs: Any) -> Any:
+            await self._turn()
+            try:
+                return await execute(*args, **kwargs)
+            finally:
+                self._gate.release()
+
+        pipe.execute = gated  # type: ignore[method-assign]
+        return pipe
+
+
 def cluster_client(target: ClusterTarget, client_name: str | None = None) -> RedisCluster:
     """The command client: publish and store operations, routed by slot by redis-py."""
-    return RedisCluster(
+    return GatedCluster(
         client_name=client_name,
         startup_nodes=[ClusterNode(host, port) for host, port in target.seeds],
         username=target.username,
@@ -239,7 +293,7 @@ class ClusterBroker:
             raise Unavailable(f"cannot reach Redis Cluster at {self._describe()}")
         try:
             await asyncio.wait_for(self._redis.initialize(), CONNECT_TIMEOUT + COMMAND_TIMEOUT)
-        except (*CLUSTER_DOWN, Unavailable) as exc:
+        except (*COMMAND_FAILED, Unavailable) as exc:
             raise Unavailable(f"cannot reach Redis Cluster at {self._describe()}: {exc}") from exc
         self._started = True
 
@@ -255,7 +309,7 @@ class ClusterBroker:
                 await task
         self._links.clear()
         self._retired.clear()
-        with contextlib.suppress(*CLUSTER_DOWN):
+        with contextlib.suppress(*COMMAND_FAILED):
             await self._redis.aclose()
 
     # -- operations ----------------------------------------------------------------
@@ -293,7 +347,7 @@ class ClusterBroker:
     async def publish(self, channel: str, payload: bytes) -> None:
         try:
             await self._redis.spublish(channel_wire(self._prefix, channel), payload)
-        except CLUSTER_DOWN as exc:
+        except COMMAND_FAILED as exc:
             raise Unavailable("the message broker is unreachable; retry shortly") from exc
 
     async def health(self) -> dict[str, Any]:
@@ -302,7 +356,7 @@ class ClusterBroker:
                 self._redis.ping(target_nodes=RedisCluster.PRIMARIES), COMMAND_TIMEOUT
             )
             commands = True
-        except CLUSTER_DOWN:
+        except COMMAND_FAILED:
             commands = False
         down = sum(1 for link in self._links.values() if not link.live)
         pubsub = self._started and down == 0 and not self._homeless

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from redis.asyncio import RedisCluster
 
-from ..brokers.cluster import CLUSTER_DOWN
+from ..brokers.cluster import COMMAND_FAILED
 from ..errors import Unavailable
 from .redis import RedisStore
 
@@ -47,7 +47,7 @@ class ClusterStore(RedisStore):
     async def _run(awaitable):  # type: ignore[no-untyped-def]
         try:
             return await awaitable
-        except CLUSTER_DOWN as exc:
+        except COMMAND_FAILED as exc:
             raise Unavailable("the subscription store (Redis Cluster) is unreachable") from exc
 
 
