@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from . import protocol
+from . import metrics, protocol
 from .bots import Bot, bot_name
 from .brokers import open_backend
 from .config import Settings
@@ -70,6 +70,7 @@ class ChatService:
         if self._filters:
             message = await self.filter(message, session)
         await self.broker.publish(message.channel, protocol.encode_message(message))
+        metrics.published()
         await self.notify("message_published", message=message, trigger=message)
         return message
 
