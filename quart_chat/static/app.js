@@ -129,6 +129,11 @@
       reject({ code: "disconnected", message: "connection lost" });
     }
     state.pending.clear();
+    for (const channel of state.channels.values()) {
+      channel.subscribed = false;
+      channel.members = [];
+    }
+    renderMembers();
     if (!state.everWelcomed) {
       // The very first attempt failed: a refused name/token or an unreachable server.
       showLogin(auth === "token"
