@@ -23,9 +23,9 @@ XSS = ('<img src=x onerror="window.__pwned = 1"><script>window.__pwned = 2</scri
        '<b onmouseover="window.__pwned = 3">bold?</b>')
 
 
-def test_two_pages_chat(server, open_page, chromium, broker):
+def test_two_pages_chat(server, open_page, chromium, broker, connect):
     """Two pages exchange messages; each marks its own; a screenshot is saved mid-chat."""
-    alice = open_page(server.url, "alice")
+    alice = open_page(server.url, "alice", channels="lobby, design, ops")
     bob = open_page(server.url, "bob", viewport=PHONE)
     first = "Hi Bob! Shall we ship the chat page today?"
     send(alice, first)
@@ -42,6 +42,12 @@ def test_two_pages_chat(server, open_page, chromium, broker):
     expect(member(alice, "bob")).to_be_attached()  # presence refreshed for a new sender
     expect(member(bob, "alice")).to_be_attached()
 
+    carol = connect("carol")
+    carol.ok("subscribe", channel="design")
+    carol.ok("publish", channel="design", text="New mockups are up")
+    carol.ok("publish", channel="design", text="Feedback welcome")
+    expect(alice.locator("#channels .channel", has_text="design").locator(".unread")
+           ).to_have_text("2")
     side_by_side([alice, bob], ARTIFACTS / f"two-pages-{broker}.png", chromium)
 
 
@@ -124,6 +130,7 @@ def test_rejection_by_a_filter_is_shown_in_place(settings, open_page):
         expect(failed.locator(".failed-text")).to_have_text("this has a forbidden-word in it")
         send(page, "this one is fine")
         expect(message(page, "this one is fine")).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "rejected.png"))
 
 
 @pytest.mark.parametrize("broker", ["memory"], indirect=True)
@@ -213,6 +220,7 @@ def test_token_login(settings, open_page):
     with ServerThread(settings.replace(jwt_secret=secret)) as server:
         page = open_page(server.url)
         expect(page.locator("#name-field")).to_be_hidden()
+        page.screenshot(path=str(ARTIFACTS / "token-login.png"))
         page.fill("#token", "not-a-token")
         page.click("#login-button")
         expect(page.locator("#login-error")).to_contain_text("token was refused")
