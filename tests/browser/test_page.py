@@ -10,7 +10,6 @@ import pytest
 from playwright.sync_api import expect
 
 from quart_chat import Rejected, hookimpl
-from quart_chat.config import Settings
 from quart_chat.protocol import Message, new_mid
 from quart_chat.testing import ServerThread
 
