@@ -1,7 +1,7 @@
 // quart-chat page: wire protocol v1 over one WebSocket, no dependencies, no build step.
 //
 // Every piece of text that came from the network is put into the page with textContent
-// (never innerHTML), so a message containing HTML or script shows literally.
+// (never parsed as markup), so a message containing HTML or script shows literally.
 "use strict";
 
 (() => {
@@ -241,13 +241,26 @@
     return channel;
   }
 
-  async function subscribe(channel) {
+  /** Subscribe; with ``since`` (recovery extension) ask for what was missed after it.
+   *  Resolves to true when the server recovered the missed messages itself. */
+  async function subscribe(channel, since) {
+    const fields = { channel: channel.name };
+    if (since) fields.since = since; // servers without recovery ignore the field
+    let reply = {};
     try {
-      await request("subscribe", { channel: channel.name });
+      reply = await request("subscribe", fields);
     } catch (error) {
       if (error.code !== "already_subscribed") throw error;
     }
     channel.subscribed = true;
+    return reply.recovered === true;
+  }
+
+  function lastMid(channel) {
+    for (let i = channel.items.length - 1; i >= 0; i -= 1) {
+      if (channel.items[i].kind === "message") return channel.items[i].msg.mid;
+    }
+    return null;
   }
 
   async function join(name, { open = true } = {}) {
@@ -274,8 +287,9 @@
     for (const channel of state.channels.values()) {
       channel.subscribed = false;
       try {
-        await subscribe(channel);
-        loadHistory(channel); // recent messages, and after a drop what was missed
+        const recovered = await subscribe(channel, lastMid(channel));
+        // Without recovery, history fills the log (and after a drop, what was missed).
+        if (!recovered) loadHistory(channel);
       } catch (error) {
         if (error.code === "disconnected") return;
         addNote(channel, `Could not rejoin: ${error.code}: ${error.message}`, "error");

@@ -180,6 +180,8 @@ def test_page_survives_a_server_restart(settings, open_page):
     port = first.port
     try:
         page = open_page(first.url, "alice", channels="lobby, dev")
+        send(page, "before the restart")  # reconnecting then sends subscribe with "since"
+        expect(message(page, "before the restart")).to_be_visible()
     finally:
         first.stop()
     expect(page.locator("#status")).to_have_attribute("data-state", "offline")
@@ -195,6 +197,7 @@ def test_page_survives_a_server_restart(settings, open_page):
             expect(dev.locator(".unread")).to_have_text("1")
             send(page, "lobby still works")
             expect(message(page, "lobby still works")).to_be_visible()
+            expect(message(page, "before the restart")).to_have_count(1)
         finally:
             script.close()
 
