@@ -284,18 +284,33 @@
   }
 
   async function resubscribe() {
-    for (const channel of state.channels.values()) {
-      channel.subscribed = false;
-      try {
-        const recovered = await subscribe(channel, lastMid(channel));
-        // Without recovery, history fills the log (and after a drop, what was missed).
-        if (!recovered) loadHistory(channel);
-      } catch (error) {
-        if (error.code === "disconnected") return;
-        addNote(channel, `Could not rejoin: ${error.code}: ${error.message}`, "error");
-      }
-    }
+    const ws = state.ws;
+    await Promise.all([...state.channels.values()].map((channel) => rejoin(channel, ws, 0)));
     refreshPresence();
+  }
+
+  /** Subscribe ``channel`` again on connection ``ws``; while the broker is briefly
+   *  ``unavailable``, retry with backoff as long as that connection lasts. */
+  async function rejoin(channel, ws, attempt) {
+    channel.subscribed = false;
+    try {
+      const recovered = await subscribe(channel, lastMid(channel));
+      // Without recovery, history fills the log (and after a drop, what was missed).
+      if (!recovered) loadHistory(channel);
+      if (attempt) refreshPresence();
+    } catch (error) {
+      if (error.code === "disconnected" || state.ws !== ws) return;
+      if (!state.channels.has(channel.name)) return;
+      if (error.code === "unavailable") {
+        if (!attempt) addNote(channel, "The server cannot reach its broker; retrying…", "gap");
+        const delay = Math.min(BACKOFF_MAX_MS, 500 * 2 ** attempt);
+        setTimeout(() => {
+          if (state.ws === ws) rejoin(channel, ws, attempt + 1);
+        }, delay);
+        return;
+      }
+      addNote(channel, `Could not rejoin: ${error.code}: ${error.message}`, "error");
+    }
   }
 
   async function leave(name) {
