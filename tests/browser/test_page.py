@@ -254,3 +254,24 @@ def test_phone_layout_uses_drawers(server, open_page):
 def _on_screen(page: Any, selector: str) -> bool:
     box = page.locator(selector).bounding_box()
     return box is not None and box["x"] + box["width"] > 0
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_page_rejoins_when_redis_comes_back(settings, open_page, redis_server):
+    """Connecting while Redis is down shows a notice; the page joins once Redis is back."""
+    with ServerThread(settings) as server:
+        page = open_page(server.url)
+        redis_server.stop()
+        page.fill("#name", "alice")
+        page.click("#login-button")
+        expect(page.locator("#log .note.gap")).to_contain_text("cannot reach its broker")
+        redis_server.start()
+        expect(member(page, "alice")).to_be_visible()
+        script = Client(server.ws_url, "script")
+        try:
+            script.ok("subscribe", channel="lobby")
+            script.ok("publish", channel="lobby", text="redis is back")
+        finally:
+            script.close()
+        expect(message(page, "redis is back")).to_be_visible()
