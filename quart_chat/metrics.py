@@ -180,10 +180,17 @@ def redis_pubsub_up(up: bool) -> None:
 # -- plugins ----------------------------------------------------------------------------
 
 
+_hook_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+
+
 def hook_called(plugin: str, hook: str, seconds: float, outcome: str | None) -> None:
     """One hook call; ``outcome`` is None (returned), ``"failed"`` or ``"timeout"``."""
-    HOOK_CALLS.labels(plugin, hook).inc()
-    HOOK_SECONDS.labels(plugin, hook).observe(seconds)
+    children = _hook_children.get((plugin, hook))
+    if children is None:
+        children = _hook_children[plugin, hook] = (
+            HOOK_CALLS.labels(plugin, hook), HOOK_SECONDS.labels(plugin, hook))
+    children[0].inc()
+    children[1].observe(seconds)
     if outcome == "failed":
         HOOK_FAILURES.labels(plugin, hook).inc()
     elif outcome == "timeout":
