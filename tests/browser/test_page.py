@@ -60,6 +60,8 @@ def test_message_from_python_client_appears(server, open_page, connect):
     expect(entry).to_be_visible()
     expect(entry.locator(".sender")).to_have_text("script")
     expect(entry).to_have_class("message")
+    pages = [s for s in server.service.sessions if s.client_id == "alice"]
+    assert pages and all(s.batch for s in pages)  # the page opts into ?batch=1
 
 
 def test_html_payload_renders_as_text(server, open_page, connect):
