@@ -149,8 +149,13 @@ class Session:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._finish()
+            # Shielded: a second cancellation (client gone, then server shutdown) must not
+            # skip the cleanup, or the session stays listed and in the store for good.
+            await asyncio.shield(self._cleanup(tasks))
+
+    async def _cleanup(self, tasks: list[asyncio.Task[Any]]) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._finish()
 
     async def _finish(self) -> None:
         """Leave every channel, clean the store, run hooks, send the close frame."""
