@@ -43,14 +43,19 @@ def _missing() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    """One headless Chromium per test module."""
+def require_browser() -> None:
+    """Skip the calling test module without Playwright or Chromium (fail on CI)."""
     missing = _missing()
     if missing:
         if os.environ.get("QUART_CHAT_REQUIRE_BROWSER", "") not in ("", "0"):
-            pytest.fail(missing)
-        pytest.skip(missing)
+            pytest.fail(missing, pytrace=False)
+        pytest.skip(missing, allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium per test module."""
+    require_browser()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

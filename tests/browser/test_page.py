@@ -7,14 +7,16 @@ from typing import Any
 
 import jwt
 import pytest
-from playwright.sync_api import expect
 
 from quart_chat import Rejected, hookimpl
 from quart_chat.protocol import Message, new_mid
 from quart_chat.testing import ServerThread
 
 from ..wsclient import Client
-from .conftest import ARTIFACTS, PHONE, member, message, send, side_by_side
+from .conftest import ARTIFACTS, PHONE, member, message, require_browser, send, side_by_side
+
+require_browser()
+from playwright.sync_api import expect  # noqa: E402
 
 pytestmark = pytest.mark.browser
 

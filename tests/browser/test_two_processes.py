@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import expect
 
 from quart_chat.testing import ServerProcess
 
 from ..wsclient import Client
-from .conftest import ARTIFACTS, PHONE, member, message, send, side_by_side
+from .conftest import ARTIFACTS, PHONE, member, message, require_browser, send, side_by_side
+
+require_browser()
+from playwright.sync_api import expect  # noqa: E402
 
 pytestmark = [pytest.mark.browser, pytest.mark.redis]
 
