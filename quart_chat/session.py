@@ -151,7 +151,8 @@ class Session:
                 task.cancel()
             # Shielded: a second cancellation (client gone, then server shutdown) must not
             # skip the cleanup, or the session stays listed and in the store for good.
-            await asyncio.shield(self._cleanup(tasks))
+            self._cleanup_task = asyncio.ensure_future(self._cleanup(tasks))  # a strong ref
+            await asyncio.shield(self._cleanup_task)
 
     async def _cleanup(self, tasks: list[asyncio.Task[Any]]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
