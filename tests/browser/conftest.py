@@ -85,6 +85,7 @@ def open_page(chromium: Any) -> Iterator[Callable[..., Any]]:
         page = context.new_page()
         page.set_default_timeout(WAIT_MS)
         page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+        page.on("console", lambda msg: _console(msg, problems))
         page.on("dialog", lambda dialog: (problems.append(f"dialog: {dialog.message}"),
                                           dialog.dismiss()))
         page.goto(base_url)
@@ -96,6 +97,13 @@ def open_page(chromium: Any) -> Iterator[Callable[..., Any]]:
     for context in contexts:
         context.close()
     assert not problems, problems
+
+
+def _console(msg: Any, problems: list[str]) -> None:
+    """Console errors fail the test (a CSP violation, say), except refused connections,
+    which the restart and refusal tests cause on purpose."""
+    if msg.type == "error" and "WebSocket connection" not in msg.text:
+        problems.append(f"console error: {msg.text}")
 
 
 def login(page: Any, name: str, channels: str = "lobby") -> None:

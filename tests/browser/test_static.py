@@ -24,6 +24,8 @@ async def test_page_and_assets_are_served():
         assert page.content_type.startswith("text/html")
         html = (await page.get_data()).decode()
         assert 'data-auth="name"' in html
+        policy = page.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "default-src 'none'" in policy
         for asset in re.findall(r'(?:src|href)="(/static/[^"]+)"', html):
             response = await client.get(asset)
             assert response.status_code == 200, asset
