@@ -473,7 +473,7 @@ class ChatClient:
             if reader.is_alive():  # the server did not answer the close frame
                 _shutdown(ws)
                 reader.join(CLOSE_TIMEOUT)
-        ws.shutdown()
+        _close(ws)
         self._finish("closed by the client", 1000)
 
     def _finish(self, reason: str, code: int | None) -> None:
@@ -525,13 +525,13 @@ class ChatClient:
         except (OSError, websocket.WebSocketException) as exc:
             raise ConnectFailed(f"cannot connect to {self.url}: {exc}") from None
         try:
-            first, *rest = ws.recv().split("\n")
+            first, *rest = _text(ws.recv()).split("\n")
             welcome = msgspec.json.decode(first)
         except (OSError, websocket.WebSocketException, msgspec.DecodeError) as exc:
-            ws.shutdown()
+            _close(ws)
             raise ConnectFailed(f"no welcome from {self.url}: {exc}") from None
         if not isinstance(welcome, dict) or welcome.get("type") != "welcome":
-            ws.shutdown()
+            _close(ws)
             raise ConnectFailed(f"expected a welcome frame, got {welcome!r}")
         self.welcome = welcome
         for line in rest:
@@ -545,7 +545,7 @@ class ChatClient:
             code, reason = self._read_until_closed(ws)
             if self._closed.is_set():
                 return
-            ws.shutdown()
+            _close(ws)
             self._fail_pending(NotConnected(f"connection lost ({code}: {reason or 'dropped'})"))
             retry = self.reconnect and code != CLOSE_POLICY
             self._set_state("reconnecting" if retry else "closed")
@@ -630,12 +630,12 @@ class ChatClient:
                 continue
             with self._lock:
                 if self._closed.is_set():
-                    ws.shutdown()
+                    _close(ws)
                     return None
                 self._ws = ws
             lost = self._rejoin(ws)
             if lost is None:  # dropped again while rejoining
-                ws.shutdown()
+                _close(ws)
                 continue
             self.reconnects += 1
             with self._lock:
@@ -684,6 +684,11 @@ class ChatClient:
             self._channels -= set(lost)
             self._pending = {k: v for k, v in self._pending.items() if not v.done()}
         return lost
+
+
+def _close(ws: websocket.WebSocket) -> None:
+    """Close the socket at once (idempotent)."""
+    ws.shutdown()  # type: ignore[no-untyped-call]
 
 
 def _shutdown(ws: websocket.WebSocket) -> None:

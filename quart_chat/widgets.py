@@ -67,7 +67,7 @@ def render_message(message: Message, me: str = "") -> str:
     )
 
 
-class ChatWidget(w.VBox):
+class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """A chat window for one client; display it (two side by side in an ``HBox``).
 
     Parameters:
