@@ -24,7 +24,7 @@ def notebooks(session: nox.Session) -> None:
     session.install("-e", ".[test,notebook]")
     session.run(
         "pytest", "--nbval-lax", "--nbval-current-env",
-        "--sanitize-with", "notebooks/sanitize.cfg", "notebooks", *session.posargs
+        "--nbval-sanitize-with", "notebooks/sanitize.cfg", "notebooks", *session.posargs
     )
 
 

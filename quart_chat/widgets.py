@@ -199,6 +199,11 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self._members[channel] = clients
         self._render_members()
 
+    def messages(self, channel: str | None = None) -> list[Message]:
+        """The messages in the log of ``channel`` (the shown one by default), oldest first."""
+        with self._lock:
+            return list(self._logs.get(channel or self.channel or "", ()))
+
     def close(self) -> None:
         """Close the widget and its client."""
         self.client.close()
