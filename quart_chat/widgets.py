@@ -94,19 +94,22 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._picking = False
 
         self.header = w.HTML()
-        self.channel_picker = w.Dropdown(options=[], layout=w.Layout(width="150px"),
+        self.channel_picker = w.Dropdown(options=[], layout=w.Layout(width="104px", flex="0 0 auto"),
                                          tooltip="channel shown")
-        self.join_box = w.Text(placeholder="join a channel…", layout=w.Layout(width="140px"))
-        self.join_button = w.Button(description="Join", layout=w.Layout(width="60px"),
+        self.join_box = w.Text(placeholder="join a channel…",
+                               layout=w.Layout(width="136px", flex="0 1 auto"))
+        self.join_button = w.Button(description="Join",
+                                    layout=w.Layout(width="52px", flex="0 0 auto"),
                                     button_style="info")
-        self.leave_button = w.Button(description="Leave", layout=w.Layout(width="64px"))
+        self.leave_button = w.Button(description="Leave", layout=w.Layout(width="62px", flex="0 0 auto"),
+                                     tooltip="leave the channel shown")
         self.message_log = w.HTML(layout=w.Layout(flex="1 1 auto", width="auto"))
-        self.member_list = w.HTML(layout=w.Layout(width="118px"))
+        self.member_list = w.HTML(layout=w.Layout(width="118px", flex="0 0 auto"))
         self.input = w.Text(placeholder="Type a message — Enter sends",
                             layout=w.Layout(flex="1 1 auto", width="auto"))
         self.send_button = w.Button(description="Send", button_style="primary",
-                                    layout=w.Layout(width="64px"))
-        self.error_line = w.HTML()
+                                    layout=w.Layout(width="64px", flex="0 0 auto"))
+        self.error_line = w.HTML(layout=w.Layout(width="auto"))
 
         self.join_button.on_click(lambda _: self.join(self.join_box.value))
         self.join_box.on_msg(self._on_join_msg)
@@ -119,7 +122,7 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             [
                 self.header,
                 w.HBox([self.channel_picker, self.join_box, self.join_button, self.leave_button],
-                       layout=w.Layout(margin="2px 0")),
+                       layout=w.Layout(margin="2px 0", width="100%")),
                 w.HBox([self.message_log, self.member_list], layout=w.Layout(width="100%")),
                 w.HBox([self.input, self.send_button]),
                 self.error_line,
@@ -272,7 +275,8 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     def _show_error(self, text: str) -> None:
         self.error_line.value = (
             f'<div style="{_FONT} color:#b3261e;background:#fdecea;border-radius:4px;'
-            f'padding:3px 8px;margin-top:4px;">⚠ {html.escape(text)}</div>' if text else ""
+            f'padding:3px 8px;margin-top:4px;white-space:normal;overflow-wrap:anywhere;'
+            f'line-height:1.35;">⚠ {html.escape(text)}</div>' if text else ""
         )
 
     def _render_all(self) -> None:
