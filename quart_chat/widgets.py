@@ -94,21 +94,22 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._picking = False
 
         self.header = w.HTML()
-        self.channel_picker = w.Dropdown(options=[], layout=w.Layout(width="104px", flex="0 0 auto"),
-                                         tooltip="channel shown")
+        fixed = "0 0 auto"  # buttons keep their width; the text boxes give way
+        self.channel_picker = w.Dropdown(options=[], tooltip="channel shown",
+                                         layout=w.Layout(width="104px", flex=fixed))
         self.join_box = w.Text(placeholder="join a channel…",
                                layout=w.Layout(width="136px", flex="0 1 auto"))
         self.join_button = w.Button(description="Join",
-                                    layout=w.Layout(width="52px", flex="0 0 auto"),
+                                    layout=w.Layout(width="52px", flex=fixed),
                                     button_style="info")
-        self.leave_button = w.Button(description="Leave", layout=w.Layout(width="62px", flex="0 0 auto"),
-                                     tooltip="leave the channel shown")
+        self.leave_button = w.Button(description="Leave", tooltip="leave the channel shown",
+                                     layout=w.Layout(width="62px", flex=fixed))
         self.message_log = w.HTML(layout=w.Layout(flex="1 1 auto", width="auto"))
-        self.member_list = w.HTML(layout=w.Layout(width="118px", flex="0 0 auto"))
+        self.member_list = w.HTML(layout=w.Layout(width="118px", flex=fixed))
         self.input = w.Text(placeholder="Type a message — Enter sends",
                             layout=w.Layout(flex="1 1 auto", width="auto"))
         self.send_button = w.Button(description="Send", button_style="primary",
-                                    layout=w.Layout(width="64px", flex="0 0 auto"))
+                                    layout=w.Layout(width="64px", flex=fixed))
         self.error_line = w.HTML(layout=w.Layout(width="auto"))
 
         self.join_button.on_click(lambda _: self.join(self.join_box.value))
