@@ -46,7 +46,9 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
             response.status_code = exc.status
             return response
         batch = websocket.args.get("batch", "0") not in ("0", "", "false")
-        session = Session(service, websocket._get_current_object(), client_id, batch=batch)
+        # The session outlives this handler's context lookups: give it the real object.
+        connection = websocket._get_current_object()  # type: ignore[attr-defined]
+        session = Session(service, connection, client_id, batch=batch)
         await session.run()
         return None
 

@@ -49,6 +49,8 @@ class Settings:
     max_frame_bytes: int = 32 * KIB
     #: Largest ``limit`` a ``history`` request may ask for.
     max_history: int = 200
+    #: Inbound frames a client may have waiting unread before it is closed with 1008.
+    max_inbound_backlog: int = 256
     #: Longest message text, in characters.
     max_text_length: int = 4000
     #: Frames waiting for one socket before that client is disconnected as too slow.
@@ -107,6 +109,7 @@ class Settings:
             "max_channels_per_session",
             "max_frame_bytes",
             "max_history",
+            "max_inbound_backlog",
             "max_text_length",
             "outbound_queue",
             "publish_burst",

@@ -54,6 +54,13 @@ CLOSE_TIMEOUT = 1.0
 _ANSWERED = object()  # a handler that queued its own result frame returns this
 
 
+def _inbound_backlog(websocket: Websocket) -> Callable[[], int]:
+    """Quart queues inbound frames without limit while a handler awaits; this reads the
+    length of that queue so a flooding client can be closed (0 if Quart changes)."""
+    queue = getattr(getattr(websocket, "_receive", None), "__self__", None)
+    return queue.qsize if isinstance(queue, asyncio.Queue) else (lambda: 0)
+
+
 class Session:
     """A connected client. ``client_id`` and ``id`` are public for plugins."""
 
@@ -195,8 +202,12 @@ class Session:
     async def _receive_loop(self) -> None:
         receive = self._websocket.receive
         max_bytes = self._settings.max_frame_bytes
+        backlog, max_backlog = _inbound_backlog(self._websocket), self._settings.max_inbound_backlog
         while True:
             data = await receive()
+            if backlog() > max_backlog:
+                self.close(protocol.CLOSE_POLICY, "too many frames sent without waiting")
+                return
             try:
                 frame = protocol.decode(data, max_bytes)
             except FrameError as exc:
