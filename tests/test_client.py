@@ -547,3 +547,76 @@ def _sockets_to(port: int) -> set[str]:
                 if int(fields[2].rsplit(":", 1)[1], 16) == port:
                     remote.add(fields[9])
     return mine & remote
+
+
+# -- the notebook server helper ---------------------------------------------------------------
+
+
+def test_start_server_runs_plugins_and_stops_its_clients(monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """start_server() serves in-process plugins; stop() closes its clients and the server."""
+    from quart_chat.embedded import SERVER_URL_ENV, start_server
+
+    monkeypatch.delenv(SERVER_URL_ENV, raising=False)
+    server = start_server(plugins=[Policy()])
+    try:
+        assert server.embedded
+        alice = server.client("alice")
+        with pytest.raises(ChatError) as caught:
+            alice.subscribe("secret")
+        assert caught.value.code == "forbidden"
+    finally:
+        server.stop()
+    assert alice.state == "closed"
+    with pytest.raises(ConnectFailed):
+        ChatClient(server.url, "bob", timeout=2)
+
+
+def test_start_server_loads_a_plugins_folder(tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    from quart_chat.embedded import SERVER_URL_ENV, start_server
+
+    monkeypatch.delenv(SERVER_URL_ENV, raising=False)
+    (tmp_path / "shout.py").write_text(
+        "from quart_chat import hookimpl\n\n\n"
+        "@hookimpl\ndef filter_message(message):\n"
+        "    return message.replace(text=message.text.upper())\n"
+    )
+    with start_server(plugins_dir=tmp_path) as server, server.client("alice") as alice:
+        alice.subscribe("lobby")
+        alice.publish("lobby", "quiet")
+        assert alice.receive(WAIT).text == "QUIET"
+
+
+@pytest.mark.redis
+def test_start_server_with_redis_connects_two_servers(redis_url: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from quart_chat.embedded import SERVER_URL_ENV, start_server
+
+    monkeypatch.delenv(SERVER_URL_ENV, raising=False)
+    with start_server(redis_url=redis_url) as east, start_server(redis_url=redis_url) as west:
+        erin, walt = east.client("erin"), west.client("walt")
+        erin.subscribe("wire")
+        walt.subscribe("wire")
+        erin.publish("wire", "across")
+        assert walt.receive(WAIT).text == "across"
+
+
+def test_the_server_url_variable_points_notebooks_elsewhere(
+        server: ServerThread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With QUART_CHAT_SERVER_URL set nothing is started; use_env=False starts one anyway."""
+    from quart_chat.embedded import SERVER_URL_ENV, start_server
+
+    monkeypatch.setenv(SERVER_URL_ENV, server.url)
+    external = start_server()
+    assert not external.embedded and external.url == server.ws_url
+    with external.client("alice") as alice:
+        assert alice.session_id in {s.id for s in server.service.sessions}
+    external.stop()  # leaves that server alone:
+    with ChatClient(server.ws_url, "bob") as bob:
+        assert bob.ping() > 0
+    own = start_server(use_env=False)
+    try:
+        assert own.embedded and own.url != server.ws_url
+    finally:
+        own.stop()
