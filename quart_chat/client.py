@@ -390,6 +390,8 @@ class ChatClient:
 
         Callbacks run one at a time on the client's callback thread, so they may call
         the client (reply, subscribe...). Messages also stay available to :meth:`receive`.
+        Keep callbacks quick: once ``inbox`` events wait for them, the reader stops
+        reading, and a server whose queue for this client fills up disconnects it.
         """
         return self._add("message", callback)
 
@@ -439,7 +441,12 @@ class ChatClient:
 
     def _dispatch_forever(self) -> None:
         while True:
-            item = self._events.get()
+            try:
+                item = self._events.get(timeout=0.5)
+            except queue.Empty:
+                if self._closed.is_set():  # closed while the queue was too full for _STOP
+                    return
+                continue
             if item is _STOP:
                 return
             event, args = item

@@ -255,6 +255,22 @@ def test_a_stopped_redis_surfaces_as_unavailable(redis_server: RedisServer,
         assert caught.value.code == "unavailable"
 
 
+@pytest.mark.redis
+def test_a_broker_reconnect_is_reported_as_a_gap(redis_server: RedisServer,
+                                                 redis_url: str) -> None:
+    """When the server's Redis comes back, on_gap says which channels may have missed some."""
+    settings = Settings(redis_url=redis_url, redis_probe_interval=0.1, log_level="critical")
+    gaps: queue.Queue[tuple[str, str]] = queue.Queue()
+    with serve(settings) as server, ChatClient(server.ws_url, "alice") as alice:
+        alice.subscribe("lobby")
+        alice.on_gap(lambda channel, reason: gaps.put((channel, reason)))
+        redis_server.stop()
+        redis_server.start()
+        channel, reason = gaps.get(timeout=WAIT)
+        assert channel == "lobby" and "missed" in reason
+        assert alice.state == "connected"
+
+
 class SlowFilter:
     @hookimpl
     async def filter_message(self, message: Message) -> None:
