@@ -147,12 +147,13 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         channel = channel.strip()
         if not channel:
             return False
-        if channel not in self.client.subscriptions and not self._try(
-            self.client.subscribe, channel
-        ):
-            return False
-        with self._lock:
-            self._logs.setdefault(channel, deque(maxlen=LOG_LENGTH))
+        if channel not in self.client.subscriptions:
+            with self._lock:  # before subscribing: a greeting may arrive before the reply
+                self._logs.setdefault(channel, deque(maxlen=LOG_LENGTH))
+            if not self._try(self.client.subscribe, channel):
+                with self._lock:
+                    self._logs.pop(channel, None)
+                return False
         self.join_box.value = ""
         self.show(channel)
         return True

@@ -178,3 +178,21 @@ def test_render_message_escapes_and_shows_local_time() -> None:
     assert time.strftime("%H:%M:%S", time.localtime(ts)) in row
     assert sender_color("eve") in row
     assert sender_color("eve") == sender_color("eve")
+
+
+class Greeter:
+    @hookimpl
+    async def client_subscribed(self, session: object, channel: str, bot: Bot) -> None:
+        await bot.publish(channel, f"welcome to {channel}")
+
+
+def test_a_greeting_sent_right_after_joining_is_in_the_log() -> None:
+    """Messages that beat the subscribe reply to the widget are logged, not dropped."""
+    with ServerThread(Settings(log_level="critical"), plugins=[Greeter()]) as server:
+        for n in range(20):
+            chat = ChatWidget(server.ws_url, f"guest{n}", channel=f"room{n}")
+            try:
+                assert eventually(lambda chat=chat: len(chat.messages()) == 1)
+                assert chat.messages()[0].text == f"welcome to room{n}"
+            finally:
+                chat.close()
