@@ -106,7 +106,7 @@ async def _publish_path(url: str, plugins: list[object], count: int) -> float:
     from quart_chat import Settings, chat_service, create_app
     from quart_chat.protocol import Message, new_mid
 
-    app = create_app(Settings(redis_url=url, log_level="warning"), plugins=plugins)
+    app = create_app(Settings(redis_url=url, log_level="error"), plugins=plugins)
     service = chat_service(app)
     await service.start(app)
     ts = time.time()

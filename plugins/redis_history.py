@@ -23,9 +23,10 @@ import contextlib
 from typing import TYPE_CHECKING, Any, cast
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from quart_chat import Message, chat_service, hookimpl, plugin_settings
+from quart_chat.errors import Unavailable
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -82,10 +83,11 @@ async def message_published(message: Message) -> None:
 async def history(channel: str, limit: int, before: str | None) -> list[Message]:
     assert _redis is not None, "redis_history: startup did not run"
     key = _prefix + channel
-    end = "+"
-    if before is not None:
-        end = await _position_before(key, before)
-    entries = cast("list[Any]", await _redis.xrevrange(key, max=end, min="-", count=limit))
+    try:
+        end = "+" if before is None else await _position_before(key, before)
+        entries = cast("list[Any]", await _redis.xrevrange(key, max=end, min="-", count=limit))
+    except (RedisError, OSError) as exc:  # the client sees ``unavailable``: retry later
+        raise Unavailable("the history store (Redis) is unreachable") from exc
     return [_message(channel, fields) for _, fields in entries]
 
 

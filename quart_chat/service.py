@@ -117,7 +117,7 @@ class ChatService:
                     break
                 current = backlog.messages.popleft()
                 await self.notify("message_published", message=current, trigger=current)
-            else:
+            if backlog.messages:
                 log.error("message_published: more than %d bot messages answered one message; "
                           "%d not announced (bots with answer_bots=True in a loop?)",
                           MAX_BOT_CHAIN, len(backlog.messages))

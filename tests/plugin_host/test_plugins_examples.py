@@ -213,3 +213,20 @@ def test_persistence_stores_the_filtered_text(serve, keeper):
     (alice,) = _in_lobby(server, "alice")
     _publish(alice, "lobby", ["no spam please"])
     assert alice.ok("history", channel="lobby")["messages"][0]["text"] == "no s**m please"
+
+
+def test_redis_history_answers_unavailable_while_redis_is_down(chat_server, redis_server,
+                                                               redis_url, monkeypatch):
+    """With its Redis stopped the plugin says ``unavailable`` (retry), not ``internal``;
+    chat on the embedded broker goes on, and history works again once Redis is back."""
+    monkeypatch.setenv("QUART_CHAT_PLUGIN_REDIS_HISTORY_URL", redis_url)
+    server = chat_server(redis_history)
+    (alice,) = _in_lobby(server, "alice")
+    alice.ok("publish", channel="lobby", text="before")
+    redis_server.stop()
+    assert alice.error("history", channel="lobby")["code"] == "unavailable"
+    alice.ok("publish", channel="lobby", text="during")  # delivered; not kept (logged)
+    redis_server.start()
+    alice.ok("publish", channel="lobby", text="after")
+    texts = [m["text"] for m in alice.ok("history", channel="lobby")["messages"]]
+    assert texts == ["after"]  # a restarted private Redis keeps nothing (no persistence)

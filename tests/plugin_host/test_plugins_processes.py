@@ -9,6 +9,7 @@ from quart_chat.testing import ServerProcess
 
 from .kit import EXAMPLES, REPO
 
+
 def _until_markers(clients, count_markers):
     """Every message each client receives until it has seen ``count_markers`` markers."""
     received = {}

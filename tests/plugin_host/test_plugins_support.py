@@ -60,3 +60,47 @@ def test_plugins_trace_logs_every_hook_call_with_its_plugin(serve, monkeypatch, 
     alice.ok("subscribe", channel="lobby")
     alice.ok("publish", channel="lobby", text="hi")
     assert "trace: Traced.filter_message took" in caplog.text
+
+
+PLUGIN_AUTHOR_TEST = '''
+from quart_chat import Rejected, hookimpl
+
+
+class Shout:
+    @hookimpl
+    def filter_message(self, message):
+        if message.text.isupper():
+            raise Rejected("no shouting")
+        return message.replace(text=message.text + "!")
+
+
+def test_my_plugin(chat_server):
+    server = chat_server(Shout(), hook_timeout=1.0)
+    alice, bob = server.connect("alice"), server.connect("bob")
+    for client in (alice, bob):
+        client.ok("subscribe", channel="lobby")
+    assert alice.error("publish", channel="lobby", text="HEY")["message"] == "no shouting"
+    alice.ok("publish", channel="lobby", text="hi")
+    assert bob.next_message()["text"] == "hi!"
+
+
+def test_my_plugin_fails_when_it_should(chat_server):
+    server = chat_server(Shout())
+    alice = server.connect("alice")
+    alice.ok("subscribe", channel="lobby")
+    alice.ok("publish", channel="lobby", text="hi")
+    assert alice.next_message()["text"] == "hi"   # wrong on purpose: it is "hi!"
+'''
+
+
+def test_chat_server_fixture_works_in_a_plugin_authors_own_project(tmp_path):
+    """The pytest11 entry point gives any project the chat_server fixture, no conftest."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_shout.py").write_text(PLUGIN_AUTHOR_TEST)
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_shout.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    assert "1 failed, 1 passed" in result.stdout, result.stdout + result.stderr
+    assert "test_my_plugin_fails_when_it_should" in result.stdout
