@@ -304,6 +304,18 @@ def test_an_invalid_client_id_is_refused_with_400(server: ServerThread) -> None:
     assert "invalid client_id" in caught.value.message
 
 
+def test_a_token_names_the_client_and_a_bad_one_is_refused_with_401() -> None:
+    import jwt
+
+    with serve(Settings(jwt_secret="s3cret-for-tests-only-0123456789")) as server:
+        token = jwt.encode({"sub": "alice"}, "s3cret-for-tests-only-0123456789", "HS256")
+        with ChatClient(server.ws_url, token=token) as alice:
+            assert alice.client_id == "alice"
+        with pytest.raises(ConnectFailed) as caught:
+            ChatClient(server.ws_url, token="not-a-token")
+        assert caught.value.status == 401
+
+
 class Gatekeeper:
     @hookimpl
     def authenticate(self, request: Any) -> str | None:
