@@ -157,6 +157,7 @@ class Flaky:
 def test_plugin_hook_calls_failures_timeouts_and_latency(settings):
     """Each hook call is counted per plugin, with failures, timeouts and a latency histogram."""
     with ServerThread(settings.replace(hook_timeout=0.2), plugins=[Flaky()]) as server:
+        before = scrape(server.url)
         client = Client(server.ws_url, "alice")
         try:
             client.ok("subscribe", channel="lobby")
@@ -168,12 +169,16 @@ def test_plugin_hook_calls_failures_timeouts_and_latency(settings):
             client.close()
         samples = scrape(server.url)
     labels = {"plugin": "Flaky", "hook": "filter_message"}
-    assert value(samples, "quart_chat_plugin_hook_calls_total", **labels) == 4
-    assert value(samples, "quart_chat_plugin_hook_failures_total", **labels) == 1
-    assert value(samples, "quart_chat_plugin_hook_timeouts_total", **labels) == 1
-    assert value(samples, "quart_chat_plugin_hook_seconds_count", **labels) == 4
-    assert value(samples, "quart_chat_plugin_hook_seconds_bucket", le="+Inf", **labels) == 4
-    assert value(samples, "quart_chat_plugin_hook_seconds_sum", **labels) >= 0.2
+
+    def delta(name: str, **extra: str) -> float:
+        return value(samples, name, **labels, **extra) - value(before, name, **labels, **extra)
+
+    assert delta("quart_chat_plugin_hook_calls_total") == 4
+    assert delta("quart_chat_plugin_hook_failures_total") == 1
+    assert delta("quart_chat_plugin_hook_timeouts_total") == 1
+    assert delta("quart_chat_plugin_hook_seconds_count") == 4
+    assert delta("quart_chat_plugin_hook_seconds_bucket", le="+Inf") == 4
+    assert delta("quart_chat_plugin_hook_seconds_sum") >= 0.2
 
 
 @pytest.mark.redis
