@@ -217,6 +217,7 @@ def test_gap_is_shown_after_redis_reconnects(settings, open_page, redis_server):
         expect(page.locator("#log .note.gap")).to_contain_text("may have been missed")
         send(page, "back again")
         expect(message(page, "back again")).to_be_visible()
+        _records_restored(server)
 
 
 @pytest.mark.parametrize("broker", ["memory"], indirect=True)
@@ -279,3 +280,14 @@ def test_page_rejoins_when_redis_comes_back(settings, open_page, redis_server):
         finally:
             script.close()
         expect(message(page, "redis is back")).to_be_visible()
+        _records_restored(server)
+
+
+def _records_restored(server: ServerThread) -> None:
+    """Wait (bounded) until the service restored its Redis records after a reconnect:
+    its shutdown does not wait for that task, which would then die with the loop."""
+    for _ in range(200):
+        if not server.service._background:
+            return
+        time.sleep(0.05)
+    raise AssertionError("records were never restored")
