@@ -76,6 +76,9 @@ class ChatService:
     async def stop(self, app: Quart) -> None:
         """Close every session with 1001, stop plugins, then the broker."""
         await self.close_sessions(protocol.CLOSE_GOING_AWAY, "server shutting down")
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.notify("shutdown", app=app)
         await self.broker.close()
 
