@@ -7,10 +7,10 @@ from collections.abc import Iterable
 
 from quart import Quart, Response, jsonify, websocket
 
-from . import __version__
+from . import __version__, liveness
 from .config import Settings
 from .errors import HandshakeRefused
-from .handshake import identify
+from .handshake import admit, identify_client
 from .service import ChatService
 from .session import Session
 
@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     ``@hookimpl`` functions): handy in tests and notebooks.
     """
     settings = Settings.from_env() if settings is None else settings
+    liveness.install()
     logging.getLogger("quart_chat").setLevel(settings.log_level.upper())
     app = Quart(__name__)
     service = ChatService(settings, plugins)
@@ -40,13 +41,16 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     @app.websocket("/ws")
     async def ws() -> Response | None:
         try:
-            client_id = await identify(service, websocket)
+            identity = await identify_client(service, websocket)
+            await admit(service, identity.client_id)
         except HandshakeRefused as exc:
             response = jsonify({"error": exc.reason})
             response.status_code = exc.status
             return response
         batch = websocket.args.get("batch", "0") not in ("0", "", "false")
-        session = Session(service, websocket._get_current_object(), client_id, batch=batch)
+        session = Session(service, websocket._get_current_object(), identity.client_id,
+                          batch=batch)
+        session.claims, session.allowed_channels = identity.claims, identity.channels
         await session.run()
         return None
 

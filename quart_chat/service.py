@@ -37,6 +37,8 @@ class ChatService:
         self.hooks = HookRunner(self.pm, settings.hook_timeout)
         self.sessions: set[Session] = set()
         self._filters = self.hooks.implemented("filter_message")
+        #: The node heartbeat and dead-node reaper (Redis only; see presence.py).
+        self.presence = _node_presence(self)
 
     async def start(self, app: Quart) -> None:
         """Connect the broker and start plugins; raises if either cannot start."""
@@ -102,3 +104,14 @@ class ChatService:
             "channels": len(self.hub.members),
             **broker,
         }
+
+
+def _node_presence(service: ChatService) -> Any:
+    client = getattr(service.store, "redis", None)
+    if client is None:
+        return None
+    from .presence import NodePresence
+
+    presence = NodePresence(service, client)
+    service.pm.register(presence, name="quart_chat.presence")
+    return presence

@@ -22,6 +22,8 @@ class RedisStore:
 
     def __init__(self, client: aioredis.Redis, *, prefix: str) -> None:
         self._redis = client
+        #: The command client, shared with the node heartbeat (quart_chat.presence).
+        self.redis = client
         self._prefix = prefix
 
     def session_key(self, session_id: str) -> str:
@@ -60,6 +62,9 @@ class RedisStore:
     async def presence(self, channel: str) -> list[str]:
         members = await self._run(self._redis.hvals(self.presence_key(channel)))
         return sorted({m.decode() for m in members})
+
+    async def session_count(self, client_id: str) -> int:
+        return int(await self._run(self._redis.scard(self.client_key(client_id))))
 
     async def client_channels(self, client_id: str) -> list[str]:
         sessions = await self._run(self._redis.smembers(self.client_key(client_id)))
