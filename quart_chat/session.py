@@ -162,6 +162,9 @@ class Session:
         except Exception:
             log.warning("session %s: cleanup incomplete", self.id, exc_info=True)
         if self.close_code is not None:
+            if self.close_code not in (1000, protocol.CLOSE_GOING_AWAY):
+                log.info("session %s (client %s) closed by the server: %d %s",
+                         self.id, self.client_id, self.close_code, self.close_reason)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     self._websocket.close(self.close_code, self.close_reason), CLOSE_TIMEOUT
@@ -211,6 +214,8 @@ class Session:
         frames = self._frames
         while True:
             data = await receive()
+            if self.close_code is not None:
+                return  # closing: do not act on (or answer) anything more
             self._last_frame = time.monotonic()
             if not frames.take():
                 self._fail(None, RateLimited(

@@ -88,3 +88,45 @@ def ws_frame(text: str) -> bytes:
     else:
         header += bytes([0x80 | 127]) + len(payload).to_bytes(8, "big")
     return bytes(header) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def read_close_code(sock: socket.socket, timeout: float = 10.0) -> int | None:
+    """Read (and discard) server frames until the close frame; its code, None at EOF."""
+    sock.settimeout(timeout)
+    buffer = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        while len(buffer) >= 2:
+            opcode, length, offset = buffer[0] & 0x0F, buffer[1] & 0x7F, 2
+            if length == 126:
+                if len(buffer) < 4:
+                    break
+                length, offset = int.from_bytes(buffer[2:4], "big"), 4
+            elif length == 127:
+                if len(buffer) < 10:
+                    break
+                length, offset = int.from_bytes(buffer[2:10], "big"), 10
+            if len(buffer) < offset + length:
+                break
+            payload, buffer = buffer[offset:offset + length], buffer[offset + length:]
+            if opcode == 0x8:
+                return int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+        try:
+            chunk = sock.recv(1 << 16)
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        buffer += chunk
+    return None
+
+
+def health(base_url: str) -> dict[str, Any]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{base_url}/healthz", timeout=5) as response:
+            return dict(json.load(response))
+    except urllib.error.HTTPError as exc:
+        return dict(json.load(exc))
