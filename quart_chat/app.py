@@ -48,8 +48,9 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
             response.status_code = exc.status
             return response
         batch = websocket.args.get("batch", "0") not in ("0", "", "false")
-        session = Session(service, websocket._get_current_object(), identity.client_id,
-                          batch=batch)
+        # The session outlives this handler's context lookups: give it the real object.
+        connection = websocket._get_current_object()  # type: ignore[attr-defined]
+        session = Session(service, connection, identity.client_id, batch=batch)
         session.claims, session.allowed_channels = identity.claims, identity.channels
         await session.run()
         return None

@@ -39,8 +39,9 @@ def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
         multiple = typing.get_origin(hint) is tuple
         base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
         kind = str if multiple else {int: int, float: float}.get(base, str)
-        default = field.default if not multiple else ",".join(field.default)  # type: ignore[arg-type]
-        text = f"{docs.get(field.name, '')} [env {ENV_PREFIX}{field.name.upper()}; default {default or 'unset'}]"
+        default = field.default if not multiple else ",".join(field.default)
+        env = ENV_PREFIX + field.name.upper()
+        text = f"{docs.get(field.name, '')} [env {env}; default {default or 'unset'}]"
         command = click.option(*flags, field.name, type=kind, multiple=multiple, default=None,
                                help=text)(command)
     return command
@@ -58,7 +59,7 @@ def _field_docs() -> dict[str, str]:
         if stripped.startswith("#:"):
             pending.append(stripped[2:].strip())
         elif pending and ":" in stripped:
-            docs[stripped.split(":", 1)[0]] = " ".join(pending)
+            docs[stripped.split(":", 1)[0]] = " ".join(pending).replace("``", "'")
             pending = []
     return docs
 
@@ -179,7 +180,8 @@ def run_worker(settings: Settings, config: Any, sockets: Any = None,
 
 
 async def _watch(stop_event: Any, stop: asyncio.Event) -> None:
-    while not stop_event.is_set():
+    # A multiprocessing.Event from the supervisor cannot be awaited: poll it.
+    while not stop_event.is_set():  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     stop.set()
 
@@ -189,7 +191,7 @@ def _event_loop_runner() -> Callable[[Any], Any]:
         import uvloop
     except ImportError:
         return asyncio.run
-    return uvloop.run  # type: ignore[no-any-return]
+    return uvloop.run
 
 
 def _supervise(settings: Settings, config: Any) -> int:

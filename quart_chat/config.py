@@ -30,7 +30,7 @@ class Settings:
     #: Address ``quart-chat serve`` listens on (``HOST:PORT``).
     bind: str = "127.0.0.1:8000"
     #: Inbound frames per second per session (burst: twice that); more get ``rate_limited``.
-    frame_rate: float = 100.0
+    frame_rate: float = 1000.0
     #: Seconds a plugin hook may run before it is abandoned and logged.
     hook_timeout: float = 5 * SECONDS
     #: Expected ``aud`` claim of client tokens (checked when set).
@@ -53,6 +53,8 @@ class Settings:
     max_frame_bytes: int = 32 * KIB
     #: Largest ``limit`` a ``history`` request may ask for.
     max_history: int = 200
+    #: Inbound frames a client may have waiting unread before it is closed with 1008.
+    max_inbound_backlog: int = 256
     #: Most missed messages a recovering ``subscribe`` replays; more: ``recovered`` false.
     max_recovery: int = 1000
     #: Longest message text, in characters.
@@ -123,6 +125,7 @@ class Settings:
             "max_connections_per_client",
             "max_frame_bytes",
             "max_history",
+            "max_inbound_backlog",
             "max_recovery",
             "max_text_length",
             "node_ttl",

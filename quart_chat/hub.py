@@ -28,9 +28,6 @@ class Hub:
         # Serialises broker subscribe/unsubscribe transitions (first join, last leave).
         self._transition = asyncio.Lock()
 
-    async def start(self) -> None:
-        await self.broker.start(self.deliver, self.gap)
-
     async def join(self, session: Session, channel: str) -> None:
         """Add ``session`` to ``channel``; may raise ``Unavailable`` from the broker."""
         members = self.members.get(channel)

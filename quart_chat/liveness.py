@@ -5,7 +5,9 @@ inside wsproto and never tells the application, so a peer that vanished without 
 (a dead laptop, a black-holed NAT) or a frozen client would keep its session for the
 TCP timeout — minutes to hours. :func:`install` wraps hypercorn's ``WSStream.handle``
 to stamp the time of every inbound data chunk (frames, pongs, close) into the ASGI
-scope, where :class:`~quart_chat.session.Session` reads it.
+scope, where :class:`~quart_chat.session.Session` reads it. It also makes hypercorn's
+ping loop stop as soon as the socket closes (hypercorn's sleeps a full interval first,
+which would hold graceful shutdown for that long).
 
 If hypercorn's internals ever change shape, :func:`install` returns False and sessions
 fall back to counting only application frames (clients must then send ``ping`` frames
@@ -14,6 +16,8 @@ themselves to stay alive while idle; the README says so).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -37,12 +41,17 @@ def install() -> bool:
     if _installed is not None:
         return _installed
     try:
-        from hypercorn.protocol.events import Request
+        from hypercorn.protocol.events import Request, StreamClosed
         from hypercorn.protocol.ws_stream import WSStream
+        from wsproto.events import Ping
     except ImportError:  # pragma: no cover - a hypercorn without these modules
         _installed = False
         return False
+    if not all(hasattr(WSStream, name) for name in ("handle", "app_send", "_send_pings")):
+        _installed = False  # pragma: no cover
+        return False
     original = WSStream.handle
+    original_app_send = WSStream.app_send
 
     async def handle(self: Any, event: Any) -> None:
         activity = self.__dict__.get("_quart_chat_activity")
@@ -51,15 +60,40 @@ def install() -> bool:
         else:
             activity.last = time.monotonic()
         await original(self, event)
-        if isinstance(event, Request):
+        if isinstance(event, StreamClosed):
+            _stopped(self).set()
+        elif isinstance(event, Request):
             # The scope is built inside handle(); sessions look the stamp up lazily.
             scope = getattr(self, "scope", None)
             if isinstance(scope, dict):
                 scope.setdefault("extensions", {})[SCOPE_KEY] = activity
 
+    async def app_send(self: Any, message: Any) -> None:
+        await original_app_send(self, message)
+        if message is None or message.get("type") == "websocket.close":
+            _stopped(self).set()
+
+    async def send_pings(self: Any) -> None:
+        # hypercorn's own loop sleeps a whole interval before it sees the socket closed,
+        # which holds graceful shutdown for up to that long; wake up on close instead.
+        stopped = _stopped(self)
+        while not self.closed and not stopped.is_set():
+            await self._send_wsproto_event(Ping())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopped.wait(), self.config.websocket_ping_interval)
+
     WSStream.handle = handle  # type: ignore[method-assign]
+    WSStream.app_send = app_send  # type: ignore[method-assign]
+    WSStream._send_pings = send_pings  # type: ignore[method-assign]
     _installed = True
     return True
+
+
+def _stopped(stream: Any) -> asyncio.Event:
+    event = stream.__dict__.get("_quart_chat_stopped")
+    if event is None:
+        event = stream._quart_chat_stopped = asyncio.Event()
+    return event  # type: ignore[no-any-return]
 
 
 def activity_of(scope: dict[str, Any]) -> Activity | None:

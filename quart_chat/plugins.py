@@ -17,7 +17,6 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,14 +33,6 @@ ENTRY_POINT_GROUP = "quart_chat"
 
 class HookFailed(InternalError):
     """A plugin raised or timed out; the client sees ``internal``, the log the details."""
-
-
-@dataclass(frozen=True)
-class HookCall:
-    """One implementation's result, with the plugin that produced it."""
-
-    plugin: str
-    result: Any
 
 
 def make_plugin_manager(settings: Settings, extra: Iterable[object] = ()) -> pluggy.PluginManager:
@@ -90,7 +81,9 @@ def _import_file(path: Path) -> object:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
-        raise ConfigError(f"plugin file {path} failed to import: {type(exc).__name__}: {exc}") from exc
+        raise ConfigError(
+            f"plugin file {path} failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
     return module
 
 
@@ -98,7 +91,9 @@ def _import_module(name: str) -> object:
     try:
         return importlib.import_module(name)
     except Exception as exc:
-        raise ConfigError(f"plugin module {name!r} failed to import: {type(exc).__name__}: {exc}") from exc
+        raise ConfigError(
+            f"plugin module {name!r} failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def describe(pm: pluggy.PluginManager) -> list[tuple[str, list[str]]]:
@@ -128,25 +123,6 @@ class HookRunner:
     def implemented(self, hook_name: str) -> bool:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
 
-    async def each(self, hook_name: str, **kwargs: Any) -> list[HookCall]:
-        """Call every implementation in pluggy's order; raise HookFailed on the first error.
-
-        ChatError subclasses raised by a plugin (``Rejected``, ``Forbidden``) pass
-        through unchanged: they are answers, not failures.
-        """
-        calls = []
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            calls.append(HookCall(impl.plugin_name, await self.call(impl, hook_name, kwargs)))
-        return calls
-
-    async def each_logged(self, hook_name: str, **kwargs: Any) -> None:
-        """Call every implementation; log failures and carry on (for notifications)."""
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            try:
-                await self.call(impl, hook_name, kwargs)
-            except ChatError:
-                pass  # already logged by call()
-
     async def first(self, hook_name: str, **kwargs: Any) -> Any:
         """The first non-None result, in pluggy's order."""
         for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
@@ -165,7 +141,7 @@ class HookRunner:
                 value = await asyncio.wait_for(value, self.timeout)
         except ChatError:
             raise
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.error("plugin %s: hook %s timed out after %.1fs",
                       impl.plugin_name, hook_name, self.timeout)
             raise HookFailed(f"a server plugin failed ({hook_name})") from None

@@ -78,6 +78,8 @@ class NodePresence:
         #: Sessions of dead nodes this process has reaped (for /healthz and tests).
         self.reaped = 0
         self._down_logged = False
+        # True while this node is listed in P:nodes (it has had sessions since its beat)
+        self._registered = False
 
     def node_key(self, node_id: str) -> str:
         return self._node_prefix + node_id
@@ -106,6 +108,8 @@ class NodePresence:
     async def client_connected(self, session: Session) -> None:
         with contextlib.suppress(*REDIS_DOWN):  # the next beat re-registers it
             await self._redis.hset(self.node_key(self.node_id), session.id, session.client_id)
+            if not self._registered:
+                await self.beat()
 
     @hookimpl
     async def client_disconnected(self, session: Session | LostSession) -> None:
@@ -137,14 +141,24 @@ class NodePresence:
         return float(seconds) + micros / 1e6
 
     async def beat(self) -> None:
-        """Refresh this node's heartbeat; re-register sessions if we were reaped."""
+        """Refresh this node's heartbeat; re-register sessions if we were reaped.
+
+        A node without sessions has nothing anyone would need to clean up, so it takes
+        itself off the list (an idle server leaves no keys in Redis).
+        """
         now = await self._now()
+        if not self._service.sessions:
+            if self._registered:
+                await self._redis.zrem(self._nodes_key, self.node_id)
+                self._registered = False
+            return
         pipe = self._redis.pipeline(transaction=False)
         pipe.zadd(self._nodes_key, {self.node_id: now})
         pipe.expire(self.node_key(self.node_id), NODE_RECORD_MAX_AGE)
         added, _ = await pipe.execute()
-        if added and self._service.sessions:
+        if added and self._registered:
             await self._restore()
+        self._registered = True
 
     async def _restore(self) -> None:
         sessions = list(self._service.sessions)

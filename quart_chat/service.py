@@ -6,13 +6,14 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from typing import TYPE_CHECKING, Any
 
 from . import protocol
 from .bots import Bot, bot_name
 from .brokers import open_backend
 from .config import Settings
+from .errors import ChatError
 from .hub import Hub
 from .plugins import HookRunner, make_plugin_manager
 from .protocol import Message
@@ -37,12 +38,13 @@ class ChatService:
         self.hooks = HookRunner(self.pm, settings.hook_timeout)
         self.sessions: set[Session] = set()
         self._filters = self.hooks.implemented("filter_message")
+        self._background: set[asyncio.Task[None]] = set()
         #: The node heartbeat and dead-node reaper (Redis only; see presence.py).
         self.presence = _node_presence(self)
 
     async def start(self, app: Quart) -> None:
         """Connect the broker and start plugins; raises if either cannot start."""
-        await self.hub.start()
+        await self.broker.start(self.hub.deliver, self._on_gap)
         for call in reversed(self.pm.hook.startup.get_hookimpls()):
             await self.hooks.call(call, "startup", {"app": app})
         if not self.settings.jwt_secret:
@@ -54,7 +56,7 @@ class ChatService:
     async def stop(self, app: Quart) -> None:
         """Close every session with 1001, stop plugins, then the broker."""
         await self.close_sessions(protocol.CLOSE_GOING_AWAY, "server shutting down")
-        await self.hooks.each_logged("shutdown", app=app)
+        await self.notify("shutdown", app=app)
         await self.broker.close()
 
     async def close_sessions(self, code: int, reason: str) -> None:
@@ -93,6 +95,23 @@ class ChatService:
                 args = {**kwargs, "bot": bot}
             with contextlib.suppress(Exception):  # logged by HookRunner.call
                 await self.hooks.call(impl, hook_name, args)
+
+    def _on_gap(self, channels: Collection[str]) -> None:
+        """The broker reconnected: warn subscribers and restore this process's records
+        (a restarted Redis has forgotten them)."""
+        self.hub.gap(channels)
+        task = asyncio.create_task(self._restore_records())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _restore_records(self) -> None:
+        try:
+            for session in list(self.sessions):
+                await self.store.connect(session.id, session.client_id)
+                for channel in list(session.channels):
+                    await self.store.join(session.id, session.client_id, channel)
+        except ChatError:
+            log.warning("could not restore subscription records after reconnect", exc_info=True)
 
     async def health(self) -> dict[str, Any]:
         broker = await self.broker.health()

@@ -56,6 +56,13 @@ CLOSE_TIMEOUT = 1.0
 _ANSWERED = object()  # a handler that queued its own result frame returns this
 
 
+def _inbound_backlog(websocket: Websocket) -> Callable[[], int]:
+    """Quart queues inbound frames without limit while a handler awaits; this reads the
+    length of that queue so a flooding client can be closed (0 if Quart changes)."""
+    queue = getattr(getattr(websocket, "_receive", None), "__self__", None)
+    return queue.qsize if isinstance(queue, asyncio.Queue) else (lambda: 0)
+
+
 class Session:
     """A connected client. ``client_id`` and ``id`` are public for plugins."""
 
@@ -211,11 +218,15 @@ class Session:
     async def _receive_loop(self) -> None:
         receive = self._websocket.receive
         max_bytes = self._settings.max_frame_bytes
+        backlog, max_backlog = _inbound_backlog(self._websocket), self._settings.max_inbound_backlog
         frames = self._frames
         while True:
             data = await receive()
             if self.close_code is not None:
                 return  # closing: do not act on (or answer) anything more
+            if backlog() > max_backlog:
+                self.close(protocol.CLOSE_POLICY, "too many frames sent without waiting")
+                return
             self._last_frame = time.monotonic()
             if not frames.take():
                 self._fail(None, RateLimited(
