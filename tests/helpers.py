@@ -130,3 +130,81 @@ def health(base_url: str) -> dict[str, Any]:
             return dict(json.load(response))
     except urllib.error.HTTPError as exc:
         return dict(json.load(exc))
+
+
+class Collector:
+    """A WebSocket client whose background thread records every frame with its time.
+
+    For fault tests: the test keeps publishing and probing while the reader thread
+    collects messages, ``gap`` frames and replies, without ever blocking on one socket.
+    """
+
+    def __init__(self, ws_url: str, client_id: str, **params: str) -> None:
+        import threading
+        from urllib.parse import urlencode
+
+        import websocket
+
+        query = urlencode({"client_id": client_id, **params})
+        self.ws = websocket.create_connection(f"{ws_url}?{query}", timeout=30,
+                                              enable_multithread=True)
+        self.frames: list[tuple[float, dict[str, Any]]] = []
+        self.replies: dict[Any, dict[str, Any]] = {}
+        self.closed: float | None = None
+        self._next_id = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        wait_until(lambda: self.of("welcome"), 10, "welcome")
+
+    def _read(self) -> None:
+        try:
+            while True:
+                data = self.ws.recv()
+                if not data:
+                    break
+                now = time.monotonic()
+                for line in data.split("\n"):
+                    frame = json.loads(line)
+                    with self._lock:
+                        self.frames.append((now, frame))
+                        if frame["type"] in ("result", "error") and frame.get("id") is not None:
+                            self.replies[frame["id"]] = frame
+        except Exception:
+            pass
+        self.closed = time.monotonic()
+
+    def of(self, kind: str, **match: Any) -> list[dict[str, Any]]:
+        with self._lock:
+            return [f for _, f in self.frames
+                    if f["type"] == kind and all(f.get(k) == v for k, v in match.items())]
+
+    def timed(self, kind: str) -> list[tuple[float, dict[str, Any]]]:
+        with self._lock:
+            return [(t, f) for t, f in self.frames if f["type"] == kind]
+
+    def send(self, kind: str, **fields: Any) -> int:
+        """Send a frame with a fresh id; the id (see :meth:`reply`)."""
+        with self._lock:
+            self._next_id += 1
+            request_id = self._next_id
+        self.ws.send(json.dumps({"type": kind, "id": request_id, **fields}))
+        return request_id
+
+    def reply(self, request_id: int, timeout: float = 15.0) -> dict[str, Any]:
+        return wait_until(lambda: self.replies.get(request_id), timeout, f"reply {request_id}")
+
+    def request(self, kind: str, timeout: float = 15.0, **fields: Any) -> dict[str, Any]:
+        return self.reply(self.send(kind, **fields), timeout)
+
+    def ok(self, kind: str, **fields: Any) -> dict[str, Any]:
+        reply = self.request(kind, **fields)
+        assert reply["type"] == "result", reply
+        return reply
+
+    def close(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(Exception):
+            self.ws.close()
+        self._thread.join(5)
