@@ -90,6 +90,7 @@ class NodePresence:
     async def startup(self, app: Quart) -> None:
         with contextlib.suppress(*REDIS_DOWN):
             await self.beat()
+            await self.reap()  # leftovers of processes that died while none was running
         self._task = asyncio.create_task(self._forever(), name="quart-chat node heartbeat")
 
     @hookimpl
