@@ -181,3 +181,32 @@ def test_recovery_across_processes(redis_url):
         assert texts(again.messages(20)) == [f"m{n}" for n in range(20)]
         talker.close()
         again.close()
+
+
+@pytest.mark.parametrize("broker", ["memory"], indirect=True)
+def test_the_python_client_recovers_missed_messages_on_reconnect(make_server, opened):
+    """ChatClient resubscribes with ``since`` after a drop: the missed messages arrive,
+    in order, and the Reconnected event says recovery was complete."""
+    from quart_chat.client import ChatClient
+
+    journal = Journal()
+    server = make_server(plugins=(journal,))
+    talker = opened(server, "talker")
+    talker.ok("subscribe", channel="room")
+    events = []
+    with ChatClient(server.ws_url, "reader", reconnect_delay=1.0) as reader:
+        reader.on_reconnect(events.append)
+        reader.subscribe("room")
+        talker.ok("publish", channel="room", text="before")
+        assert reader.receive(timeout=5).text == "before"
+        session = next(s for s in server.service.sessions if s.client_id == "reader")
+        server._loop.call_soon_threadsafe(session.close, 1011, "test drop")
+        wait_until(lambda: session.finished.is_set(), 5, "dropped")
+        for n in range(5):  # published while the reader is away (it waits 1 s)
+            talker.ok("publish", channel="room", text=f"missed {n}")
+        wait_until(lambda: events, 10, "reconnected")
+        got = [reader.receive(timeout=5).text for _ in range(5)]
+        talker.ok("publish", channel="room", text="live")
+        got.append(reader.receive(timeout=5).text)
+        assert events[0].recovered == {"room": True}
+        assert got == [f"missed {n}" for n in range(5)] + ["live"]

@@ -35,10 +35,10 @@ async def connect_all(ws_url: str, count: int) -> list[websockets.ClientConnecti
     return clients
 
 
-async def close_codes(clients: list[websockets.ClientConnection], timeout: float) -> list[int]:
+async def close_codes(clients: list[websockets.ClientConnection], wait: float) -> list[int]:
     async def code(ws: websockets.ClientConnection) -> int:
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(wait):
                 await ws.wait_closed()
         except TimeoutError:
             return -1
