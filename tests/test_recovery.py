@@ -49,7 +49,8 @@ def texts(frames: list[dict[str, Any]]) -> list[str]:
     return [f["text"] for f in frames]
 
 
-def test_a_reconnecting_client_gets_exactly_the_missed_messages_in_order(make_server, opened):
+def test_hook_recover_a_reconnecting_client_gets_exactly_the_missed_messages_in_order(
+        make_server, opened):
     """Missed while away: replayed after ``recovered: true``, then live ones; none twice."""
     journal = Journal()
     server = make_server(plugins=(journal,))
@@ -122,7 +123,7 @@ def test_recovery_while_messages_keep_flowing_has_no_gap_and_no_duplicate(make_s
 
 
 @pytest.mark.parametrize("broker", ["memory"], indirect=True)
-def test_unknown_or_trimmed_positions_and_too_many_missed_are_never_partial(make_server,
+def test_hook_recover_unknown_or_trimmed_positions_and_too_many_are_never_partial(make_server,
                                                                             opened):
     """``recovered: false`` and nothing replayed when the gap cannot be proven complete."""
     journal = Journal(keep=5)
