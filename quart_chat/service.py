@@ -149,10 +149,16 @@ class ChatService:
     def _on_gap(self, channels: Collection[str]) -> None:
         """The broker reconnected: warn subscribers and restore this process's records
         (a restarted Redis has forgotten them)."""
-        self.hub.gap(channels)
-        task = asyncio.create_task(self._restore_records())
+        task = asyncio.create_task(self._restore_then_gap(channels))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _restore_then_gap(self, channels: Collection[str]) -> None:
+        # Records first (bounded), then the notice: a client that reacts to ``gap`` by
+        # asking for presence or history already sees this process's sessions again.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._restore_records(), 2.0)
+        self.hub.gap(channels)
 
     async def _restore_records(self) -> None:
         try:

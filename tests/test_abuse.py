@@ -187,19 +187,18 @@ def test_a_peer_that_never_answers_pings_is_closed_within_the_configured_time():
     settings = Settings(ping_interval=0.5, ping_timeout=1.0)
     with ServerThread(settings) as server:
 
-        async def live_client(done: asyncio.Event) -> None:
+        done = threading.Event()
+
+        async def live_client() -> None:
             # the websockets library answers pings by itself, like every browser
             async with websockets.connect(f"{server.ws_url}?client_id=alive") as ws:
                 await ws.recv()
-                await done.wait()
+                await asyncio.to_thread(done.wait, 30)
 
         dead, status, _ = raw_handshake(server.port, "client_id=zombie")
         assert status == 101
         started = time.monotonic()
-        loop = asyncio.new_event_loop()
-        done = asyncio.Event()
-        thread = threading.Thread(target=loop.run_until_complete, args=(live_client(done),),
-                                  daemon=True)
+        thread = threading.Thread(target=asyncio.run, args=(live_client(),), daemon=True)
         thread.start()
         zombie = wait_until(lambda: session_of(server, "zombie"), 5, "zombie session")
         wait_until(zombie.finished.is_set, 10, "zombie closed")
@@ -211,7 +210,7 @@ def test_a_peer_that_never_answers_pings_is_closed_within_the_configured_time():
         assert zombie.close_code == 4001
         assert 1.5 <= closed_after < 5.0
         assert alive is not None and not alive.finished.is_set()
-        loop.call_soon_threadsafe(done.set)
+        done.set()
         thread.join(5)
         dead.close()
 
