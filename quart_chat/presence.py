@@ -221,9 +221,3 @@ class NodePresence:
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
-
-def health(presence: NodePresence | None) -> dict[str, Any]:
-    """Fields for ``/healthz``."""
-    if presence is None:
-        return {}
-    return {"node_heartbeat": presence.interval, "reaped_sessions": presence.reaped}
