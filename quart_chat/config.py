@@ -41,6 +41,8 @@ class Settings:
     jwt_secret: str | None = None
     #: Namespace for every Redis key and pub/sub channel this server uses.
     key_prefix: str = "quart-chat"
+    #: Log line format: ``text`` (human-readable) or ``json`` (one JSON object per line).
+    log_format: str = "text"
     #: Log level of the ``quart_chat`` loggers.
     log_level: str = "info"
     #: Bad frames (or rate-limited publishes) tolerated per 10 s before closing with 1008.
@@ -141,6 +143,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env(name)} must be greater than 0")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"{_env('log_format')} must be text or json")
         if self.workers > 1 and not self.redis_url:
             raise ConfigError(
                 f"{_env('workers')}={self.workers} needs {_env('redis_url')}: the embedded "

@@ -23,7 +23,7 @@ from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from . import hookspecs, metrics
 from .config import Settings
 from .errors import ChatError, ConfigError, InternalError
 
@@ -182,6 +182,7 @@ class HookRunner:
         """One implementation, awaited with the timeout; failures become HookFailed."""
         args = {name: kwargs[name] for name in impl.argnames}
         start = time.perf_counter()
+        outcome = None
         deadline = None
         try:
             value = impl.function(**args)
@@ -194,15 +195,19 @@ class HookRunner:
             raise
         except TimeoutError:
             if deadline is None or not deadline.expired():
+                outcome = "failed"
                 log.exception("plugin %s: hook %s raised", impl.plugin_name, hook_name)
             else:
+                outcome = "timeout"
                 log.error("plugin %s: hook %s timed out after %.1fs",
                           impl.plugin_name, hook_name, self.timeout)
             raise HookFailed(f"a server plugin failed ({hook_name})") from None
         except Exception:
+            outcome = "failed"
             log.exception("plugin %s: hook %s raised", impl.plugin_name, hook_name)
             raise HookFailed(f"a server plugin failed ({hook_name})") from None
         finally:
+            metrics.hook_called(impl.plugin_name, hook_name, time.perf_counter() - start, outcome)
             if self.trace:
                 log.info("trace: %s.%s took %.2f ms", impl.plugin_name, hook_name,
                          (time.perf_counter() - start) * 1000)

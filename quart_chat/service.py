@@ -11,7 +11,7 @@ from collections.abc import Collection, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from . import protocol
+from . import metrics, protocol
 from .bots import Bot, bot_name
 from .brokers import open_backend
 from .config import Settings
@@ -78,6 +78,9 @@ class ChatService:
     async def stop(self, app: Quart) -> None:
         """Close every session with 1001, stop plugins, then the broker."""
         await self.close_sessions(protocol.CLOSE_GOING_AWAY, "server shutting down")
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         await self.notify("shutdown", app=app)
         await self.broker.close()
 
@@ -96,6 +99,7 @@ class ChatService:
         if self._filters:
             message = await self.filter(message, session)
         await self.broker.publish(message.channel, protocol.encode_message(message))
+        metrics.published()
         await self._announce(message)
         return message
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from . import __version__, liveness, protocol
+from . import __version__, liveness, logs, metrics, protocol
 from .errors import (
     AlreadySubscribed,
     BadFrame,
@@ -117,7 +117,14 @@ class Session:
         try:
             self._queue.put_nowait(frame)
         except asyncio.QueueFull:
+            if self.close_code is None:
+                metrics.slow_consumer()
             self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
+
+    @property
+    def queue_depth(self) -> int:
+        """Frames waiting to be written to this socket."""
+        return self._queue.qsize()
 
     def close(self, code: int, reason: str) -> None:
         """Ask the session to end with ``code``; the first reason given wins."""
@@ -133,6 +140,8 @@ class Session:
         await self._websocket.accept()
         self.deliver(protocol.encode(self._welcome()))
         service.sessions.add(self)
+        metrics.session_opened()
+        logs.connected(self)
         tasks = [
             asyncio.create_task(self._send_loop(), name=f"send {self.id}"),
             asyncio.create_task(self._receive_loop(), name=f"receive {self.id}"),
@@ -153,8 +162,14 @@ class Session:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._finish()
+            # Shielded: a second cancellation (client gone, then server shutdown) must not
+            # skip the cleanup, or the session stays listed and in the store for good.
+            self._cleanup_task = asyncio.ensure_future(self._cleanup(tasks))  # a strong ref
+            await asyncio.shield(self._cleanup_task)
+
+    async def _cleanup(self, tasks: list[asyncio.Task[Any]]) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._finish()
 
     async def _finish(self) -> None:
         """Leave every channel, clean the store, run hooks, send the close frame."""
@@ -179,6 +194,8 @@ class Session:
         else:
             self.close_code, self.close_reason = 1000, "client closed"
         self.finished.set()
+        metrics.session_closed()
+        logs.disconnected(self)
         await service.notify("client_disconnected", session=self)
 
     def _welcome(self) -> dict[str, Any]:
@@ -235,8 +252,10 @@ class Session:
             try:
                 frame = protocol.decode(data, max_bytes)
             except FrameError as exc:
+                metrics.frame_in(None)
                 self._fail(exc.request_id, exc.error)
                 continue
+            metrics.frame_in(frame)
             try:
                 fields = await self._handlers[type(frame)](frame)
             except ChatError as exc:
@@ -246,10 +265,12 @@ class Session:
                 log.exception("session %s: %s failed", self.id, type(frame).__name__)
                 self._fail(frame.id, ChatError("internal server error"))
                 continue
+            metrics.result_sent()
             if fields is not _ANSWERED:
                 self.deliver(protocol.result(frame.id, fields))
 
     def _fail(self, request_id: protocol.RequestId, exc: ChatError) -> None:
+        metrics.error_sent(exc.code)
         self.deliver(protocol.error(request_id, exc))
         if exc.code in ABUSE_CODES and not self._abuse.take():
             self.close(protocol.CLOSE_POLICY, "too many bad frames")

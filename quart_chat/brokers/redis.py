@@ -19,6 +19,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 
+from .. import metrics
 from ..errors import Unavailable
 from .base import Deliver, GapNotice
 
@@ -110,6 +111,7 @@ class RedisBroker:
                 await task
         self._tasks = []
         self._connected.clear()
+        metrics.redis_pubsub_up(False)
         with contextlib.suppress(*REDIS_DOWN):
             await self._redis.aclose(close_connection_pool=True)
 
@@ -191,6 +193,7 @@ class RedisBroker:
             if self._connected.is_set():
                 delay = BACKOFF_FIRST  # it was up: start the backoff again from the bottom
             self._connected.clear()
+            metrics.redis_pubsub_up(False)
             self._fail_pending()
             first = False
             await asyncio.sleep(delay)
@@ -213,8 +216,10 @@ class RedisBroker:
             self._pubsub = pubsub
             self._last_probe = time.monotonic()
             self._connected.set()
+            metrics.redis_pubsub_up(True)
             if resubscribed:
                 self._reconnects += 1
+                metrics.redis_reconnected()
                 log.info("redis pub/sub reconnected; resubscribed %d channels", len(channels))
                 if self._on_gap is not None:
                     self._on_gap(channels)
