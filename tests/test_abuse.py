@@ -180,6 +180,7 @@ def test_publish_flood_gets_rate_limited_then_closed():
         assert codes.count("rate_limited") >= 1
         assert len(replies) < 200  # closed long before the end
         wait_until(lambda: not server.service.sessions, 5, "spammer gone")
+        client.close()
 
 
 def test_a_peer_that_never_answers_pings_is_closed_within_the_configured_time():
