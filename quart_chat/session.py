@@ -184,9 +184,6 @@ class Session:
         except Exception:
             log.warning("session %s: cleanup incomplete", self.id, exc_info=True)
         if self.close_code is not None:
-            if self.close_code not in (1000, protocol.CLOSE_GOING_AWAY):
-                log.info("session %s (client %s) closed by the server: %d %s",
-                         self.id, self.client_id, self.close_code, self.close_reason)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     self._websocket.close(self.close_code, self.close_reason), CLOSE_TIMEOUT
