@@ -10,8 +10,8 @@ ping loop stop as soon as the socket closes (hypercorn's sleeps a full interval 
 which would hold graceful shutdown for that long).
 
 If hypercorn's internals ever change shape, :func:`install` returns False and sessions
-fall back to counting only application frames (clients must then send ``ping`` frames
-themselves to stay alive while idle; the README says so).
+do no dead-peer detection at all (rather than close idle clients that cannot prove they
+are alive).
 """
 
 from __future__ import annotations
@@ -27,12 +27,26 @@ _installed: bool | None = None
 
 
 class Activity:
-    """Monotonic time of the last bytes received from one socket."""
+    """Monotonic time of the last bytes received from one socket, and a way to ping it."""
 
-    __slots__ = ("last",)
+    __slots__ = ("last", "stream")
 
-    def __init__(self) -> None:
+    def __init__(self, stream: Any) -> None:
         self.last = time.monotonic()
+        self.stream = stream
+
+    @property
+    def hypercorn_pings(self) -> bool:
+        """True when hypercorn itself pings this socket (``websocket_ping_interval``)."""
+        return getattr(self.stream.config, "websocket_ping_interval", None) is not None
+
+    async def ping(self) -> None:
+        """Send a WebSocket ping now (for servers run without ``websocket_ping_interval``,
+        e.g. plain ``hypercorn "quart_chat:create_app()"``)."""
+        from wsproto.events import Ping
+
+        if not self.stream.closed:
+            await self.stream._send_wsproto_event(Ping())
 
 
 def install() -> bool:
@@ -56,7 +70,7 @@ def install() -> bool:
     async def handle(self: Any, event: Any) -> None:
         activity = self.__dict__.get("_quart_chat_activity")
         if activity is None:
-            activity = self._quart_chat_activity = Activity()
+            activity = self._quart_chat_activity = Activity(self)
         else:
             activity.last = time.monotonic()
         await original(self, event)

@@ -422,16 +422,29 @@ class Session:
         return True
 
     async def _watch_peer(self) -> None:
-        """Close a peer that sent nothing (no frame, no pong) for ping interval + timeout."""
+        """Close a peer that sent nothing (no frame, no pong) for ping interval + timeout.
+
+        hypercorn pings when configured with ``websocket_ping_interval`` (``quart-chat
+        serve`` does); under a hypercorn run without it, this loop sends the pings. Without
+        the transport stamp (see :mod:`quart_chat.liveness`) nothing is enforced.
+        """
         settings = self._settings
         allowed = settings.ping_interval + settings.ping_timeout
         step = max(0.05, min(1.0, settings.ping_timeout / 4))
         scope = getattr(self._websocket, "scope", None) or {}
+        await asyncio.sleep(step)
+        activity = liveness.activity_of(scope)
+        if activity is None:
+            return
+        next_ping = time.monotonic() + settings.ping_interval
         while True:
             await asyncio.sleep(step)
-            activity = liveness.activity_of(scope)
-            last = self._last_frame if activity is None else max(self._last_frame, activity.last)
-            silent = time.monotonic() - last
+            now = time.monotonic()
+            if not activity.hypercorn_pings and now >= next_ping:
+                next_ping = now + settings.ping_interval
+                with contextlib.suppress(Exception):  # a closing socket: the loop ends soon
+                    await asyncio.wait_for(activity.ping(), CLOSE_TIMEOUT)
+            silent = now - max(self._last_frame, activity.last)
             if silent > allowed:
                 log.info("session %s: no pong or frame for %.1fs; closing", self.id, silent)
                 self.close(protocol.CLOSE_DEAD_PEER, "no pong: peer presumed dead")

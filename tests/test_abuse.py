@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import socket
 import statistics
+import subprocess
+import sys
 import threading
 import time
 
@@ -20,7 +23,7 @@ import websocket
 import websockets
 
 from quart_chat.config import Settings
-from quart_chat.testing import ServerProcess, ServerThread
+from quart_chat.testing import ServerProcess, ServerThread, free_port, wait_for_health
 
 from .helpers import health, raw_handshake, read_close_code, rss_kib, wait_until, ws_frame
 from .wsclient import Client
@@ -227,3 +230,41 @@ def test_frame_rate_is_not_a_problem_for_normal_clients():
             time.sleep(0.012)
         client.close()
 
+
+
+def test_dead_peers_are_closed_under_plain_hypercorn_too():
+    """Run as ``hypercorn "quart_chat:create_app()"`` (no ping interval configured), the
+    server pings by itself: a silent peer gets 4001, a live idle one stays."""
+    port = free_port()
+    env = {**os.environ, "QUART_CHAT_PING_INTERVAL": "0.5", "QUART_CHAT_PING_TIMEOUT": "1.0"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hypercorn", "quart_chat:create_app()", "--bind",
+         f"127.0.0.1:{port}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_health(f"http://127.0.0.1:{port}")
+
+        async def scenario() -> tuple[float, int | None, bool]:
+            async with websockets.connect(f"ws://127.0.0.1:{port}/ws?client_id=alive") as ws:
+                await ws.recv()
+                dead, status, _ = await asyncio.to_thread(raw_handshake, port,
+                                                          "client_id=zombie")
+                assert status == 101
+                started = time.monotonic()
+                await asyncio.sleep(2.5)  # > interval + timeout for both of them
+                code = await asyncio.to_thread(read_close_code, dead, 10)
+                closed_after = time.monotonic() - started
+                dead.close()
+                pong = await ws.ping()
+                await asyncio.wait_for(pong, 5)  # the idle live client is still served
+                await ws.send('{"type":"ping","id":1}')
+                alive = '"ok":true' in await ws.recv()
+                return closed_after, code, alive
+
+        closed_after, code, alive = asyncio.run(scenario())
+        print(f"\nplain hypercorn: silent peer got {code}; the live idle client is kept")
+        assert code == 4001
+        assert alive
+        assert closed_after < 15
+    finally:
+        process.terminate()
+        process.wait(15)
