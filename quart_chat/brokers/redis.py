@@ -149,6 +149,8 @@ class RedisBroker:
         # resubscribes what is still in self._channels.
 
     async def publish(self, channel: str, payload: bytes) -> None:
+        if not self._connected.is_set():  # known down: answer now, not after a timeout
+            raise Unavailable("the message broker is unreachable; retry shortly")
         try:
             await self._redis.publish(self._prefix + channel.encode(), payload)
         except REDIS_DOWN as exc:

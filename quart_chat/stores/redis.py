@@ -25,6 +25,8 @@ class RedisStore:
 
     def __init__(self, client: aioredis.Redis, *, prefix: str) -> None:
         self._redis = client
+        #: The command client, shared with the node heartbeat (quart_chat.presence).
+        self.redis = client
         self._prefix = prefix
 
     def session_key(self, session_id: str, client_id: str) -> str:
@@ -63,6 +65,9 @@ class RedisStore:
     async def presence(self, channel: str) -> list[str]:
         members = await self._run(self._redis.hvals(self.presence_key(channel)))
         return sorted({_text(m) for m in members})
+
+    async def session_count(self, client_id: str) -> int:
+        return int(await self._run(self._redis.scard(self.client_key(client_id))))
 
     async def client_channels(self, client_id: str) -> list[str]:
         sessions = await self._run(self._redis.smembers(self.client_key(client_id)))
