@@ -561,6 +561,9 @@ class LocalSentinel:
             self.stop()
             raise
 
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 class TcpProxy:
     """A loopback TCP proxy that can cut or stall every connection it carries.
