@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 import websockets
 
 from quart_chat.testing import ServerProcess
@@ -63,6 +64,7 @@ def settle(server: ServerProcess, tasks: int) -> dict[str, int]:
                       and s["tasks"] <= tasks and s, 15, "server idle again")
 
 
+@pytest.mark.parametrize("broker", list(CYCLES), indirect=True)  # not on the cluster: too slow
 def test_ten_thousand_cycles_leave_rss_and_tasks_at_baseline(broker, redis_server, request):
     """Connect/subscribe/disconnect N times: tasks back to baseline, server RSS bounded,
     no record left behind."""
