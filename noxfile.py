@@ -24,3 +24,10 @@ def lint(session: nox.Session) -> None:
     session.install("-e", ".[test,lint]")
     session.run("ruff", "check", ".")
     session.run("mypy")
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmark quart-chat against the floor and peer servers (about 15 min; not default)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "bench", *session.posargs)

@@ -128,15 +128,23 @@ class Client(WSListener):  # type: ignore[misc]
             else:
                 waiter.set_exception(RuntimeError(f"{self.name}: refused: {detail}"))
 
+    def mark_ready(self, error: Exception | None = None) -> None:
+        if not self.ready.done():
+            if error is None:
+                self.ready.set_result(None)
+            else:
+                self.ready.set_exception(error)
+
     def send(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.transport.send(WSMsgType.TEXT, data)
 
-    async def request(self, rid: int, data: bytes, timeout: float = 10.0) -> Any:
+    async def request(self, rid: int, data: bytes) -> Any:
+        """Send a frame and wait (at most 10 s) for the reply with id ``rid``."""
         waiter = asyncio.get_running_loop().create_future()
         self.waiting[rid] = waiter
         self.send(data)
-        return await asyncio.wait_for(waiter, timeout)
+        return await asyncio.wait_for(waiter, 10.0)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -175,8 +183,7 @@ class JsonAdapter:
         elif kind == "error":
             client.on_reply(doc.id, False, data.decode())
         elif kind == "welcome":
-            if not client.ready.done():
-                client.ready.set_result(None)
+            client.mark_ready()
 
     def subscribe(self, rid: int, channel: str) -> bytes:
         return _json_encode({"type": "subscribe", "channel": channel, "id": rid})
@@ -210,12 +217,11 @@ class SocketIOAdapter:
         elif data[:1] == b"2":  # Engine.IO ping
             client.send(b"3")
         elif head == b"40":
-            if not client.ready.done():
-                client.ready.set_result(None)
+            client.mark_ready()
         elif data[:1] == b"0":  # Engine.IO open: connect to the default namespace
             client.send(b"40")
-        elif head == b"44" and not client.ready.done():
-            client.ready.set_exception(ConnectionError(data.decode()))
+        elif head == b"44":
+            client.mark_ready(ConnectionError(data.decode()))
 
     def subscribe(self, rid: int, channel: str) -> bytes:
         return b"42%d" % rid + _json_encode(["subscribe", {"channel": channel}])

@@ -43,7 +43,7 @@ _QC_ENV = {
     "QUART_CHAT_REDIS_URL": "{redis}",
 }
 _UVICORN = (PY, "-m", "uvicorn", "--host", LOOPBACK, "--port", "{port}", "--loop", "uvloop",
-            "--no-access-log", "--log-level", "warning", "--ws-ping-interval", "0")
+            "--no-access-log", "--log-level", "warning")
 _GRANIAN = (PY, "-m", "granian", "--interface", "asgi", "--host", LOOPBACK, "--port", "{port}",
             "--loop", "uvloop", "--workers", "1", "--log-level", "warning", "--no-ws")
 
@@ -103,8 +103,9 @@ class RunningServer:
         self.cpu = cpu
         self.workers = workers
         self.process: subprocess.Popen[bytes] | None = None
-        self._log = tempfile.NamedTemporaryFile(prefix=f"bench-{spec.name.replace('/', '-')}-",
-                                                suffix=".log", delete=False)
+        fd, self._log_path = tempfile.mkstemp(prefix=f"bench-{spec.name.replace('/', '-')}-",
+                                              suffix=".log")
+        os.close(fd)
 
     @property
     def base_url(self) -> str:
@@ -126,16 +127,18 @@ class RunningServer:
             def preexec() -> None:
                 os.sched_setaffinity(0, {cpu})
 
-        self.process = subprocess.Popen(argv, env=env, stdout=self._log, stderr=subprocess.STDOUT,
-                                        preexec_fn=preexec, start_new_session=True)
+        with open(self._log_path, "wb") as log:
+            self.process = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                            preexec_fn=preexec, start_new_session=True)
         try:
             wait_for_port(self.port, timeout)
+            time.sleep(0.5)  # lifespan startup (broker connect) finishes after the bind
+            if self.process.poll() is not None:
+                raise TimeoutError("exited")
         except TimeoutError:
+            text = self.log()[-3000:]
             self.stop()
-            raise RuntimeError(f"{self.spec.name} did not start; log:\n{self.log()[-3000:]}")
-        time.sleep(0.5)  # lifespan startup (broker connect) finishes after the bind
-        if self.process.poll() is not None:
-            raise RuntimeError(f"{self.spec.name} exited; log:\n{self.log()[-3000:]}")
+            raise RuntimeError(f"{self.spec.name} did not start; log:\n{text}") from None
         return self
 
     def _tree(self) -> list[psutil.Process]:
@@ -173,7 +176,7 @@ class RunningServer:
         return total
 
     def log(self) -> str:
-        with open(self._log.name, errors="replace") as f:
+        with open(self._log_path, errors="replace") as f:
             return f.read()
 
     def stop(self) -> None:
@@ -190,5 +193,5 @@ class RunningServer:
                     os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         with contextlib.suppress(OSError):
-            os.unlink(self._log.name)
+            os.unlink(self._log_path)
         self.process = None

@@ -24,6 +24,10 @@ broadcast = Broadcast(redis_url())
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 PREFIX = "bc:"
+# broadcaster 0.3.1 races when two sockets subscribe to a new channel at once (both see
+# no subscribers, both subscribe, the second replaces the first's queue, whose socket
+# then gets nothing): the app serialises subscribes, as a careful user would.
+_subscribing = asyncio.Lock()
 
 
 async def relay(ws: WebSocket, channel: str, ready: asyncio.Event) -> None:
@@ -44,8 +48,10 @@ async def endpoint(ws: WebSocket) -> None:
             kind, rid = frame.get("type"), frame.get("id")
             if kind == "subscribe":
                 ready = asyncio.Event()
-                relays[frame["channel"]] = asyncio.create_task(relay(ws, frame["channel"], ready))
-                await ready.wait()
+                async with _subscribing:
+                    relays[frame["channel"]] = asyncio.create_task(
+                        relay(ws, frame["channel"], ready))
+                    await ready.wait()
                 await ws.send_text(_encode({"type": "result", "id": rid, "ok": True}).decode())
             elif kind == "publish":
                 ts = time.time()
@@ -65,10 +71,27 @@ async def endpoint(ws: WebSocket) -> None:
                 await task
 
 
+async def _keep_listener_alive(ready: asyncio.Event) -> None:
+    """Work around a race in broadcaster 0.3.1's RedisBackend: it wakes its listener
+    *before* SUBSCRIBE completes, so ``pubsub.listen()`` sees no subscription, returns,
+    and the listener sleeps until the next *new* channel; every message on the first
+    channel is lost. Holding one subscription and waking the listener once it is
+    confirmed keeps it running."""
+    async with broadcast.subscribe(PREFIX + "_keepalive"):
+        await asyncio.sleep(0.2)
+        broadcast._backend._ready.set()  # type: ignore[attr-defined]
+        ready.set()
+        await asyncio.Event().wait()
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     await broadcast.connect()
+    ready = asyncio.Event()
+    keeper = asyncio.create_task(_keep_listener_alive(ready))
+    await ready.wait()
     yield
+    keeper.cancel()
     await broadcast.disconnect()
 
 
