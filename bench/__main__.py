@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds after which no new scenario starts (default 1080)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin CPUs")
     parser.add_argument("--step-seconds", type=float, default=None)
+    parser.add_argument("--fanout-start", type=float, default=None,
+                        help="publishes/s of the first fan-out step (x subscribers)")
+    parser.add_argument("--fanout-steps", type=int, default=None, help="most fan-out steps")
     parser.add_argument("--scale-server", default="quart-chat/hypercorn+batch")
     parser.add_argument("--scale-rate", type=float, default=None,
                         help="publishes/s in the scale scenario (x500 deliveries)")
@@ -52,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     timing = Timing.smoke() if args.smoke else Timing()
     if args.step_seconds:
         timing.step_seconds = args.step_seconds
+    if args.fanout_start:
+        timing.fanout_start = args.fanout_start
+    if args.fanout_steps:
+        timing.fanout_max_steps = args.fanout_steps
     timing.extra["scale_server"] = args.scale_server
     timing.extra["scale_rate"] = args.scale_rate or (20.0 if args.smoke else 200.0)
     out = args.out
