@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-seconds", type=float, default=None)
     parser.add_argument("--fanout-start", type=float, default=None,
                         help="publishes/s of the first fan-out step (x subscribers)")
+    parser.add_argument("--fanout-rounds", type=int, default=2,
+                        help="run fan-out this many times per server, keep the best (default 2)")
     parser.add_argument("--fanout-steps", type=int, default=None, help="most fan-out steps")
     parser.add_argument("--scale-server", default="quart-chat/hypercorn+batch")
     parser.add_argument("--scale-rate", type=float, default=None,
@@ -60,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.fanout_steps:
         timing.fanout_max_steps = args.fanout_steps
     timing.extra["scale_server"] = args.scale_server
-    timing.extra["scale_rate"] = args.scale_rate or (20.0 if args.smoke else 200.0)
+    timing.extra["fanout_rounds"] = 1 if args.smoke else args.fanout_rounds
+    timing.extra["scale_rate"] = args.scale_rate or (20.0 if args.smoke else 80.0)
     out = args.out
     if out is None:
         if args.smoke:

@@ -55,7 +55,7 @@ async def main(args: argparse.Namespace) -> None:
             out = pathlib.Path(tempfile.mkdtemp(prefix="bench-profile-")) / "stacks.txt"
             spy = None
             if not args.no_spy and shutil.which("py-spy"):
-                spy = subprocess.Popen(["py-spy", "record", "--pid", str(srv.process.pid),
+                spy = subprocess.Popen(["py-spy",  # noqa: ASYNC220 (starts and returns) "record", "--pid", str(srv.process.pid),
                                         "--format", "raw", "--rate", "250", "--nonblocking",
                                         "--duration", str(int(args.seconds)), "-o", str(out)],
                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -132,6 +132,10 @@ def markdown(results: dict[str, Any]) -> str:
         if isinstance(fan, dict) and fan.get("best_client_cpu", 0) > 0.9:
             notes.append(f"- {server}: the load generator used {fan['best_client_cpu']:.0%} of "
                          "a core at the best step: the figure may be bounded by the client.")
+        rounds = results["servers"][server].get("fanout_rounds", [])
+        if len(rounds) > 1:
+            notes.append(f"- {server}: fan-out rounds held " + ", ".join(
+                f"{r:,.0f}" for r in rounds) + " deliveries/s; the best is shown.")
         if isinstance(fan, dict) and fan.get("stopped_by") == "max steps":
             notes.append(f"- {server}: fan-out reached the last step without failing.")
     for skipped in results.get("skipped", []):

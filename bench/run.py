@@ -226,7 +226,11 @@ async def run(specs: list[str], scenarios: list[str], timing: Timing, progress: 
     t0 = time.monotonic()
     bench.start_redis()
     try:
+        plan: list[tuple[str, int]] = []
         for scenario in [s for s in scenarios if s != "scale"]:
+            rounds = timing.extra.get("fanout_rounds", 1) if scenario == "fanout" else 1
+            plan += [(scenario, r) for r in range(rounds)]
+        for scenario, round_ in plan:
             for name in specs:
                 spec = SPECS[name]
                 if scenario in PLAIN_ONLY and spec.adapter == "json-batch":
@@ -234,13 +238,23 @@ async def run(specs: list[str], scenarios: list[str], timing: Timing, progress: 
                 if time.monotonic() - t0 > time_limit:
                     results["skipped"].append(f"{scenario}:{name} (time limit)")
                     continue
-                progress(f"-- {scenario}: {name}")
+                progress(f"-- {scenario}: {name}" + (f" (round {round_ + 1})" if round_ else ""))
                 try:
                     out = await bench.run_scenario(scenario, spec)
                 except Exception as exc:  # a peer that fails is reported, not fatal
                     progress(f"{name}: {scenario} failed: {type(exc).__name__}: {exc}")
                     out = {"failed": f"{type(exc).__name__}: {exc}"}
-                results["servers"].setdefault(name, {})[scenario] = out
+                mine = results["servers"].setdefault(name, {})
+                if scenario == "fanout":
+                    # Rounds run every server in turn; keep each server's best round, so a
+                    # burst of load from elsewhere on a shared machine does not decide it.
+                    rates = mine.setdefault("fanout_rounds", [])
+                    rates.append(out.get("best_rate", 0.0))
+                    previous = mine.get("fanout")
+                    if previous is not None and previous.get("best_rate", 0.0) >= out.get(
+                            "best_rate", 0.0):
+                        continue
+                mine[scenario] = out
         if "scale" in scenarios:
             name = timing.extra.get("scale_server", "quart-chat/hypercorn+batch")
             if time.monotonic() - t0 > time_limit:
