@@ -44,7 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scale-rate", type=float, default=None,
                         help="publishes/s in the scale scenario (x500 deliveries)")
     parser.add_argument("-q", "--quiet", action="store_true")
+    parser.add_argument("--report", type=pathlib.Path, default=None, metavar="RESULTS_JSON",
+                        help="only render the table and chart of an earlier run")
     args = parser.parse_args(argv)
+    if args.report is not None:
+        results = json.loads(args.report.read_text())
+        out = args.out or args.report.parent
+        return _write(results, out)
 
     specs = [s for s in args.servers.split(",") if s]
     scenarios = [s for s in args.scenarios.split(",") if s]
@@ -81,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     results["meta"]["command"] = "python -m bench " + " ".join(sys.argv[1:] if argv is None
                                                                 else argv)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    return _write(results, out)
+
+
+def _write(results: dict, out: pathlib.Path) -> int:  # type: ignore[type-arg]
     from .report import chart, markdown
 
     table = markdown(results)

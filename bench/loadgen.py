@@ -49,13 +49,26 @@ _any = msgspec.json.Decoder().decode
 class Counters:
     """Delivery bookkeeping shared by all clients of a run (single-threaded)."""
 
-    __slots__ = ("errors", "last_rx", "latencies", "missing", "received", "replies")
+    __slots__ = (
+        "errors",
+        "frames",
+        "last_rx",
+        "latencies",
+        "missing",
+        "received",
+        "refusals",
+        "refused",
+        "replies",
+    )
 
     def __init__(self) -> None:
         self.received = 0
+        self.frames = 0  # WebSocket frames received (several documents each with ?batch=1)
         self.missing = 0  # sequence gaps seen
         self.errors = 0  # duplicates or reorders
         self.replies = 0
+        self.refused = 0  # error replies (e.g. a publish refused as "unavailable")
+        self.refusals: list[str] = []  # the first few, for the report
         self.last_rx = 0.0
         self.latencies: list[float] = []
 
@@ -121,6 +134,10 @@ class Client(WSListener):  # type: ignore[misc]
 
     def on_reply(self, rid: int | str | None, ok: bool, detail: Any) -> None:
         self.counters.replies += 1
+        if not ok:
+            self.counters.refused += 1
+            if len(self.counters.refusals) < 5:
+                self.counters.refusals.append(str(detail)[:200])
         waiter = self.waiting.pop(rid, None) if rid is not None else None
         if waiter is not None and not waiter.done():
             if ok:
@@ -166,6 +183,7 @@ class JsonAdapter:
         return f"{base}/ws?client_id={client_id}" + ("&batch=1" if self.batch else "")
 
     def on_frame(self, client: Client, data: bytes) -> None:
+        client.counters.frames += 1
         if self.batch and b"\n" in data:
             for part in data.split(b"\n"):
                 self._doc(client, part)
@@ -202,6 +220,7 @@ class SocketIOAdapter:
         return f"{base}/socket.io/?EIO=4&transport=websocket&client_id={client_id}"
 
     def on_frame(self, client: Client, data: bytes) -> None:
+        client.counters.frames += 1
         head = data[:2]
         if head == b"42":  # event
             body = data[2:]
@@ -255,6 +274,9 @@ class StepResult:
     client_cpu: float  # fraction of one core the load generator used
     server_cpu: float  # server CPU seconds used during the step
     disconnected: int
+    frames: int = 0  # WebSocket frames received in the step
+    refused: int = 0  # requests the server answered with an error
+    refusals: list[str] = field(default_factory=list)
 
     @property
     def loss(self) -> int:
@@ -328,7 +350,8 @@ class LoadGen:
         """Publish at ``rate``/s round-robin over ``publishers`` for ``seconds``, then wait
         (at most ``drain`` s) until every expected delivery arrived."""
         c = self.counters
-        received0, missing0, errors0 = c.received, c.missing, c.errors
+        received0, missing0, errors0, frames0 = c.received, c.missing, c.errors, c.frames
+        refused0 = c.refused
         c.latencies = []
         closed0 = sum(cl.closed for cl in self.clients)
         seqs: dict[str, int] = getattr(self, "_seqs", {})
@@ -376,6 +399,8 @@ class LoadGen:
             delivered_rate=received / span if received else 0.0, p50=p50, p99=p99, max=worst,
             client_cpu=(cpu1 - cpu0) / wall, server_cpu=scpu1 - scpu0,
             disconnected=sum(cl.closed for cl in self.clients) - closed0,
+            frames=c.frames - frames0, refused=c.refused - refused0,
+            refusals=list(c.refusals),
         )
 
 
@@ -384,7 +409,7 @@ class Timing:
     """How long each phase runs; ``smoke`` makes everything take seconds."""
 
     step_seconds: float = 2.0
-    light_seconds: float = 5.0
+    light_seconds: float = 6.0  # three runs of 2 s
     rooms_seconds: float = 5.0
     scale_seconds: float = 5.0
     fanout_subscribers: int = 500
@@ -398,7 +423,7 @@ class Timing:
 
     @classmethod
     def smoke(cls) -> Timing:
-        return cls(step_seconds=0.5, light_seconds=0.5, rooms_seconds=0.5, scale_seconds=0.5,
+        return cls(step_seconds=0.5, light_seconds=0.9, rooms_seconds=0.5, scale_seconds=0.5,
                    fanout_subscribers=20, fanout_start=20.0, fanout_max_steps=2,
                    light_subscribers=10, rooms_clients=20, memory_clients=40,
                    handshake_clients=20)

@@ -63,7 +63,8 @@ async def main(args: argparse.Namespace) -> None:
             print(f"delivered {r.delivered_rate:,.0f}/s p50 {r.p50 * 1e3:.1f}ms "
                   f"p99 {r.p99 * 1e3:.1f}ms loss {r.loss} server CPU "
                   f"{1e6 * r.server_cpu / max(r.received, 1):.2f} us/delivery "
-                  f"({r.server_cpu / r.seconds:.0%} of a core), loadgen {r.client_cpu:.0%}")
+                  f"({r.server_cpu / r.seconds:.0%} of a core), loadgen {r.client_cpu:.0%}, "
+                  f"{r.received / max(r.frames, 1):.2f} messages per frame")
             if spy is not None:
                 spy.wait(60)
                 if out.exists():

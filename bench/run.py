@@ -55,9 +55,12 @@ def _ms(seconds: float) -> str:
 
 def _step_line(name: str, r: StepResult) -> str:
     status = "ok" if r.clean else f"LOSS {r.loss} err {r.errors} closed {r.disconnected}"
+    if r.refused:
+        status += f" refused {r.refused} ({r.refusals[0][:80] if r.refusals else ''})"
     return (f"{name:28s} offered {r.offered * (r.expected / max(r.published, 1)):>9,.0f}/s "
             f"delivered {r.delivered_rate:>9,.0f}/s p50 {_ms(r.p50):>8s} p99 {_ms(r.p99):>8s} "
-            f"server cpu {r.server_cpu / r.seconds:4.0%} loadgen cpu {r.client_cpu:4.0%} {status}")
+            f"server cpu {r.server_cpu / r.seconds:4.0%} loadgen cpu {r.client_cpu:4.0%} "
+            f"docs/frame {r.received / max(r.frames, 1):.1f} {status}")
 
 
 class Bench:
@@ -94,11 +97,17 @@ class Bench:
         rate = t.fanout_start
         steps: list[StepResult] = []
         best: StepResult | None = None
+        retried = False
         for _ in range(t.fanout_max_steps):
             r = await lg.step(publisher, rate, t.step_seconds, len(clients))
             steps.append(r)
             self.progress(_step_line(spec.name, r))
             held = r.clean and r.p99 <= P99_LIMIT
+            if not held and r.clean and not retried:
+                # Latency alone failed: on a shared machine a stall elsewhere can do that.
+                # Try the same rate once more before calling it the limit.
+                retried = True
+                continue
             if not held:
                 break
             if best is None or r.delivered_rate > best.delivered_rate:
@@ -107,7 +116,12 @@ class Bench:
             # by 25%, so the answer is within 25% of the true limit.
             busy = r.server_cpu / r.seconds > 0.45 or r.p99 > 0.02
             rate *= 1.25 if busy else 1.5
+        clean = [s for s in steps if s.clean and s.received]
         return {
+            # Server CPU per delivery over every step without loss, latency aside: the
+            # figure least disturbed by other load on the machine.
+            "cpu_us": (1e6 * sum(s.server_cpu for s in clean) / sum(s.received for s in clean)
+                       if clean else float("nan")),
             "best_rate": best.delivered_rate if best else 0.0,
             "best_p99": best.p99 if best else float("nan"),
             "best_client_cpu": best.client_cpu if best else float("nan"),
@@ -121,10 +135,19 @@ class Bench:
         t = self.timing
         clients = await lg.connect(t.light_subscribers, lambda i: "light")
         await asyncio.sleep(0.2)
-        r = await lg.step([(clients[0], "light")], 20.0, t.light_seconds, len(clients))
-        self.progress(_step_line(spec.name, r))
-        return {"p50": r.p50, "p99": r.p99, "max": r.max, "loss": r.loss, "errors": r.errors,
-                "delivered": r.received, "step": asdict(r)}
+        # Three short runs and the median of each figure: one stall caused elsewhere on a
+        # shared machine moves one run's p99, not the median.
+        runs = []
+        for _ in range(3):
+            r = await lg.step([(clients[0], "light")], 20.0, t.light_seconds / 3, len(clients))
+            self.progress(_step_line(spec.name, r))
+            runs.append(r)
+        p50s = sorted(r.p50 for r in runs)
+        p99s = sorted(r.p99 for r in runs)
+        return {"p50": p50s[1], "p99": p99s[1], "p99_runs": p99s,
+                "max": max(r.max for r in runs), "loss": sum(r.loss for r in runs),
+                "errors": sum(r.errors for r in runs),
+                "delivered": sum(r.received for r in runs), "step": asdict(runs[-1])}
 
     async def rooms(self, spec: ServerSpec, srv: RunningServer, lg: LoadGen) -> dict[str, Any]:
         t = self.timing
