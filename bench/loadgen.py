@@ -413,6 +413,7 @@ class Timing:
     rooms_seconds: float = 5.0
     scale_seconds: float = 5.0
     fanout_subscribers: int = 500
+    fanout_publishers: int = 10  # of the subscribers, these publish (round-robin)
     fanout_start: float = 20.0  # publishes/s at the first step (x subscribers)
     fanout_max_steps: int = 18
     light_subscribers: int = 100

@@ -93,7 +93,10 @@ class Bench:
         t = self.timing
         clients = await lg.connect(t.fanout_subscribers, lambda i: "fan")
         await asyncio.sleep(0.2)
-        publisher = [(clients[0], "fan")]
+        # Several publishers: a server handles one connection's frames in order, so a
+        # single publisher's round trip to Redis, queued behind the fan-out work, would
+        # cap the publish rate long before the fan-out does.
+        publisher = [(c, "fan") for c in clients[: t.fanout_publishers]]
         rate = t.fanout_start
         steps: list[StepResult] = []
         best: StepResult | None = None
@@ -214,7 +217,8 @@ class Bench:
                     clients = await lg.connect(t.fanout_subscribers, lambda i: "fan")
                     await asyncio.sleep(0.5)
                     split0 = srv.cpu_split()
-                    r = await lg.step([(clients[0], "fan")], rate, t.scale_seconds, len(clients))
+                    r = await lg.step([(c, "fan") for c in clients[: t.fanout_publishers]],
+                                      rate, t.scale_seconds, len(clients))
                     split1 = srv.cpu_split()
                     split = [b - a for a, b in zip(split0, split1, strict=False)]
                     self.progress(_step_line(f"{spec.name} x{workers}", r))

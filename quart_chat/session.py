@@ -53,6 +53,8 @@ MAX_BATCH = 256
 CLOSE_TIMEOUT = 1.0
 #: Frames the send loop may write back to back before it yields to the event loop.
 SEND_BURST = 64
+#: Most event-loop turns a coalescing (``?batch=1``) sender waits for more frames.
+COALESCE_TURNS = 8
 
 _ANSWERED = object()  # a handler that queued its own result frame returns this
 
@@ -212,9 +214,14 @@ class Session:
                 self._wakeup = wakeup = loop.create_future()
                 await wakeup
                 if batch:
-                    # One turn of the loop lets the hub queue whatever else the broker
-                    # has already read, so one WebSocket frame carries it all.
-                    await asyncio.sleep(0)
+                    # Let the hub queue whatever else the broker has already read, so
+                    # one WebSocket frame carries it all: yield while the outbox keeps
+                    # growing (a few turns at most). At light load that is one turn.
+                    for _ in range(COALESCE_TURNS):
+                        waiting = len(self._outbox)
+                        await asyncio.sleep(0)
+                        if len(self._outbox) == waiting:
+                            break
             frames, self._outbox = self._outbox, []
             if batch:
                 for start in range(0, len(frames), MAX_BATCH):
