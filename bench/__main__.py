@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         timing.fanout_max_steps = args.fanout_steps
     timing.extra["scale_server"] = args.scale_server
     timing.extra["fanout_rounds"] = 1 if args.smoke else args.fanout_rounds
-    timing.extra["scale_rate"] = args.scale_rate or (20.0 if args.smoke else 80.0)
+    timing.extra["scale_rate"] = args.scale_rate or (20.0 if args.smoke else 60.0)
     out = args.out
     if out is None:
         if args.smoke:

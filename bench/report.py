@@ -139,7 +139,8 @@ def markdown(results: dict[str, Any]) -> str:
         rounds = results["servers"][server].get("fanout_rounds", [])
         if len(rounds) > 1:
             notes.append(f"- {server}: fan-out rounds held " + ", ".join(
-                f"{r:,.0f}" for r in rounds) + " deliveries/s; the best is shown.")
+                f"{r:,.0f}" if r else "nothing (failed at the first step)" for r in rounds)
+                + " deliveries/s; the best is shown.")
         if isinstance(fan, dict) and fan.get("stopped_by") == "max steps":
             notes.append(f"- {server}: fan-out reached the last step without failing.")
     for skipped in results.get("skipped", []):
@@ -202,7 +203,7 @@ def chart(results: dict[str, Any], path: pathlib.Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(10, 6), dpi=110)
+    fig, ax = plt.subplots(figsize=(12, 6), dpi=100)
     for server, data in results.get("servers", {}).items():
         fan = data.get("fanout")
         if not isinstance(fan, dict) or not fan.get("steps"):
@@ -219,15 +220,16 @@ def chart(results: dict[str, Any], path: pathlib.Path) -> None:
                                       and s["disconnected"] == 0):
                 ax.plot([x], [y], "x", color=line.get_color(), markersize=9)
     ax.axhline(250, color="grey", linewidth=0.8)
-    ax.text(ax.get_xlim()[0], 260, " p99 limit 250 ms", color="grey", fontsize=8)
+    ax.set_xscale("log")
+    ax.text(ax.get_xlim()[0], 265, " p99 limit 250 ms", color="grey", fontsize=8)
     ax.set_yscale("log")
-    ax.set_xlabel("delivered messages/s (500 subscribers of one channel, via Redis)")
+    ax.set_xlabel("delivered messages/s, log (500 subscribers of one channel, via Redis)")
     ax.set_ylabel("end-to-end p99 latency, ms (log)")
     meta = results.get("meta", {})
     ax.set_title(f"Fan-out: p99 latency vs delivered rate (x = a step with loss) — "
                  f"{meta.get('started', '')}", fontsize=10)
     ax.grid(True, which="both", linewidth=0.3)
-    ax.legend(fontsize=8, loc="upper left")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
