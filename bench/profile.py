@@ -55,10 +55,11 @@ async def main(args: argparse.Namespace) -> None:
             out = pathlib.Path(tempfile.mkdtemp(prefix="bench-profile-")) / "stacks.txt"
             spy = None
             if not args.no_spy and shutil.which("py-spy"):
-                spy = subprocess.Popen(["py-spy",  # noqa: ASYNC220 (starts and returns) "record", "--pid", str(srv.process.pid),
+                spy = subprocess.Popen(  # noqa: ASYNC220 (starts it and returns)
+                    ["py-spy", "record", "--pid", str(srv.process.pid),
                                         "--format", "raw", "--rate", "250", "--nonblocking",
                                         "--duration", str(int(args.seconds)), "-o", str(out)],
-                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                       stdout=subprocess.DEVNULL)
             r = await lg.step([(c, "fan") for c in clients[:10]], args.rate, args.seconds,
                               len(clients))
             print(f"delivered {r.delivered_rate:,.0f}/s p50 {r.p50 * 1e3:.1f}ms "
