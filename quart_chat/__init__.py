@@ -8,6 +8,7 @@ from .app import chat_service, create_app
 from .config import Settings
 from .errors import ChatError, Forbidden, Rejected
 from .hookspecs import hookimpl
+from .plugin_settings import plugin_settings
 from .protocol import Message
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "chat_service",
     "create_app",
     "hookimpl",
+    "plugin_settings",
 ]

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
+from importlib import resources
 
-from quart import Quart, Response, jsonify, websocket
+from quart import Quart, Response, jsonify, request, websocket
 
-from . import __version__
+from . import __version__, metrics
 from .config import Settings
 from .errors import HandshakeRefused
 from .handshake import identify
@@ -29,13 +32,42 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     service = ChatService(settings, plugins)
     app.extensions[EXTENSION] = service
 
+    sampler: list[asyncio.Task[None]] = []
+
     @app.before_serving
     async def start() -> None:
         await service.start(app)
+        sampler.append(asyncio.create_task(metrics.sample_forever(service), name="metrics"))
 
     @app.after_serving
     async def stop() -> None:
+        for task in sampler:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await service.stop(app)
+
+    page = _chat_page(settings)
+
+    @app.get("/")
+    async def index() -> Response:
+        """The chat page (static files under /static, no build step, no network)."""
+        host = request.host
+        # Defence in depth: even if text ever reached the DOM as markup, nothing runs.
+        policy = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+                  f"connect-src 'self' ws://{host} wss://{host}; base-uri 'none'; "
+                  "form-action 'none'; frame-ancestors 'none'")
+        return Response(page, content_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-cache",
+                                 "Content-Security-Policy": policy,
+                                 "X-Content-Type-Options": "nosniff",
+                                 "Referrer-Policy": "no-referrer"})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus text format; all workers' values in multiprocess mode."""
+        body, content_type = metrics.exposition(service)
+        return Response(body, content_type=content_type)
 
     @app.websocket("/ws")
     async def ws() -> Response | None:
@@ -46,7 +78,9 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
             response.status_code = exc.status
             return response
         batch = websocket.args.get("batch", "0") not in ("0", "", "false")
-        session = Session(service, websocket._get_current_object(), client_id, batch=batch)
+        # The session outlives this handler's context lookups: give it the real object.
+        connection = websocket._get_current_object()  # type: ignore[attr-defined]
+        session = Session(service, connection, client_id, batch=batch)
         await session.run()
         return None
 
@@ -57,6 +91,13 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
         return jsonify(health), 200 if health["status"] == "ok" else 503
 
     return app
+
+
+def _chat_page(settings: Settings) -> str:
+    """index.html, told whether this server wants a token or a plain name."""
+    html = resources.files(__package__).joinpath("static/index.html").read_text("utf-8")
+    auth = "token" if settings.jwt_secret else "name"
+    return html.replace('data-auth="name"', f'data-auth="{auth}"', 1)
 
 
 def chat_service(app: Quart) -> ChatService:

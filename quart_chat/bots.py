@@ -6,7 +6,7 @@ import re
 import time
 from typing import TYPE_CHECKING
 
-from .protocol import Message, new_mid
+from .protocol import Message, check_channel, new_mid
 
 if TYPE_CHECKING:
     from .service import ChatService
@@ -37,6 +37,7 @@ class Bot:
         """Publish ``text`` to ``channel`` as this bot; None when muted (see ``muted``)."""
         if self.muted:
             return None
+        check_channel(channel)
         ts = time.time()
         message = Message(channel=channel, sender=self.name, text=text, ts=ts,
                           mid=new_mid(ts), bot=True)
@@ -45,3 +46,7 @@ class Bot:
     async def reply(self, message: Message, text: str) -> Message | None:
         """Answer ``message`` in its channel."""
         return await self.publish(message.channel, text)
+
+    async def presence(self, channel: str) -> list[str]:
+        """Client ids with at least one session in ``channel`` (on any process), sorted."""
+        return await self._service.store.presence(check_channel(channel))

@@ -7,13 +7,16 @@ overrides the ``QUART_CHAT_*`` environment only when given on the command line.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import multiprocessing
+import os
 import signal
 import sys
+import tempfile
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -39,8 +42,9 @@ def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
         multiple = typing.get_origin(hint) is tuple
         base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
         kind = str if multiple else {int: int, float: float}.get(base, str)
-        default = field.default if not multiple else ",".join(field.default)  # type: ignore[arg-type]
-        text = f"{docs.get(field.name, '')} [env {ENV_PREFIX}{field.name.upper()}; default {default or 'unset'}]"
+        default = field.default if not multiple else ",".join(field.default)
+        env = ENV_PREFIX + field.name.upper()
+        text = f"{docs.get(field.name, '')} [env {env}; default {default or 'unset'}]"
         command = click.option(*flags, field.name, type=kind, multiple=multiple, default=None,
                                help=text)(command)
     return command
@@ -58,7 +62,7 @@ def _field_docs() -> dict[str, str]:
         if stripped.startswith("#:"):
             pending.append(stripped[2:].strip())
         elif pending and ":" in stripped:
-            docs[stripped.split(":", 1)[0]] = " ".join(pending)
+            docs[stripped.split(":", 1)[0]] = " ".join(pending).replace("``", "'")
             pending = []
     return docs
 
@@ -83,7 +87,7 @@ def serve(**options: Any) -> None:
         settings = settings_from(options)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     config = _hypercorn_config(settings)
     if settings.workers == 1:
         sys.exit(run_worker(settings, config))
@@ -107,10 +111,10 @@ def plugins_command(**options: Any) -> None:
         click.echo(f"{name}\n    hooks: {', '.join(hooks) or '(none)'}")
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
+def _configure_logging(settings: Settings) -> None:
+    from .logs import configure
+
+    configure(settings)
 
 
 def _hypercorn_config(settings: Settings) -> Any:
@@ -135,7 +139,7 @@ def run_worker(settings: Settings, config: Any, sockets: Any = None,
 
     from .app import chat_service, create_app
 
-    _configure_logging(settings.log_level)
+    _configure_logging(settings)
     try:
         app = create_app(settings)
     except ConfigError as exc:
@@ -177,7 +181,8 @@ def run_worker(settings: Settings, config: Any, sockets: Any = None,
 
 
 async def _watch(stop_event: Any, stop: asyncio.Event) -> None:
-    while not stop_event.is_set():
+    # A multiprocessing.Event from the supervisor cannot be awaited: poll it.
+    while not stop_event.is_set():  # noqa: ASYNC110
         await asyncio.sleep(0.1)
     stop.set()
 
@@ -187,11 +192,32 @@ def _event_loop_runner() -> Callable[[Any], Any]:
         import uvloop
     except ImportError:
         return asyncio.run
-    return uvloop.run  # type: ignore[no-any-return]
+    return uvloop.run
 
 
 def _supervise(settings: Settings, config: Any) -> int:
     """Run ``workers`` processes on shared sockets; stop them all on a signal."""
+    with _metrics_dir():
+        return _run_workers(settings, config)
+
+
+@contextlib.contextmanager
+def _metrics_dir() -> Iterator[None]:
+    """A PROMETHEUS_MULTIPROC_DIR for the workers (a temporary one unless already set)."""
+    from .metrics import MULTIPROC_ENV
+
+    if os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="quart-chat-metrics-") as folder:
+        os.environ[MULTIPROC_ENV] = folder  # inherited by the spawned workers
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROC_ENV]
+
+
+def _run_workers(settings: Settings, config: Any) -> int:
     context = multiprocessing.get_context("spawn")
     sockets = config.create_sockets()
     stop_event = context.Event()
@@ -210,16 +236,30 @@ def _supervise(settings: Settings, config: Any) -> int:
         worker.start()
     log.info("started %d workers on %s", len(workers), settings.bind)
     status = 0
+    exited: set[int | None] = set()
     while any(w.is_alive() for w in workers):
         for worker in workers:
             worker.join(0.2)
+            if worker.exitcode is not None and worker.pid not in exited:
+                exited.add(worker.pid)
+                _worker_exited(worker.pid)
             if worker.exitcode not in (None, 0) and not stop_event.is_set():
                 log.error("%s exited with %s; stopping the others", worker.name, worker.exitcode)
                 status = 1
                 stop_event.set()
+    for worker in workers:
+        if worker.pid not in exited:
+            _worker_exited(worker.pid)
     for sock in sockets.insecure_sockets:
         sock.close()
     return status
+
+
+def _worker_exited(pid: int | None) -> None:
+    from .metrics import process_exited
+
+    if pid is not None:
+        process_exited(pid)
 
 
 def _worker_main(settings: Settings, config: Any, sockets: Any, stop_event: Any) -> None:

@@ -39,6 +39,8 @@ class Settings:
     jwt_secret: str | None = None
     #: Namespace for every Redis key and pub/sub channel this server uses.
     key_prefix: str = "quart-chat"
+    #: Log line format: ``text`` (human-readable) or ``json`` (one JSON object per line).
+    log_format: str = "text"
     #: Log level of the ``quart_chat`` loggers.
     log_level: str = "info"
     #: Bad frames (or rate-limited publishes) tolerated per 10 s before closing with 1008.
@@ -49,6 +51,8 @@ class Settings:
     max_frame_bytes: int = 32 * KIB
     #: Largest ``limit`` a ``history`` request may ask for.
     max_history: int = 200
+    #: Inbound frames a client may have waiting unread before it is closed with 1008.
+    max_inbound_backlog: int = 256
     #: Longest message text, in characters.
     max_text_length: int = 4000
     #: Frames waiting for one socket before that client is disconnected as too slow.
@@ -107,6 +111,7 @@ class Settings:
             "max_channels_per_session",
             "max_frame_bytes",
             "max_history",
+            "max_inbound_backlog",
             "max_text_length",
             "outbound_queue",
             "publish_burst",
@@ -118,6 +123,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env(name)} must be greater than 0")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"{_env('log_format')} must be text or json")
         if self.workers > 1 and not self.redis_url:
             raise ConfigError(
                 f"{_env('workers')}={self.workers} needs {_env('redis_url')}: the embedded "

@@ -48,6 +48,8 @@ def shutdown(app: Quart) -> Any:
 
     Runs once per server process after every session was closed. Errors and timeouts
     are logged; every plugin's shutdown runs regardless. The return value is ignored.
+    It also runs when another plugin's ``startup`` failed, so it may find its own
+    resources never opened: check before closing.
     """
 
 
@@ -137,6 +139,10 @@ def message_published(message: Message, bot: Bot) -> Any:
     ``bot`` ignores it unless the plugin asked for ``bot.answer_bots = True``, so two
     bots cannot loop. All implementations run; return values are ignored; failures are
     logged (the message was already delivered, so the sender is not told).
+
+    Messages are announced in publish order: a bot's answer is announced only after
+    every plugin saw the message it answers, so persistence stores question before
+    answer. The sender's ``publish`` result waits for these hooks, so keep them quick.
     """
 
 

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from . import protocol
+from . import metrics, protocol
 from .brokers.base import Broker
 
 if TYPE_CHECKING:
@@ -28,9 +28,6 @@ class Hub:
         # Serialises broker subscribe/unsubscribe transitions (first join, last leave).
         self._transition = asyncio.Lock()
 
-    async def start(self) -> None:
-        await self.broker.start(self.deliver, self.gap)
-
     async def join(self, session: Session, channel: str) -> None:
         """Add ``session`` to ``channel``; may raise ``Unavailable`` from the broker."""
         members = self.members.get(channel)
@@ -40,14 +37,16 @@ class Hub:
                 if members is None:
                     await self.broker.subscribe(channel)
                     members = self.members[channel] = set()
+        metrics.subscribed(first_local=not members)
         members.add(session)
 
     async def leave(self, session: Session, channel: str) -> None:
         """Remove ``session`` from ``channel``; unsubscribe the broker if it was the last."""
         members = self.members.get(channel)
-        if members is None:
+        if members is None or session not in members:
             return
         members.discard(session)
+        metrics.unsubscribed(last_local=not members)
         if members:
             return
         async with self._transition:
@@ -60,6 +59,7 @@ class Hub:
         members = self.members.get(channel)
         if members:
             frame = payload.decode()
+            metrics.delivered(len(members))
             for session in tuple(members):
                 session.deliver(frame)
 
@@ -70,5 +70,7 @@ class Hub:
                 {"type": "gap", "channel": channel,
                  "reason": "broker reconnected; messages may have been missed"}
             )
-            for session in tuple(self.members.get(channel, ())):
+            members = tuple(self.members.get(channel, ()))
+            metrics.gap_sent(len(members))
+            for session in members:
                 session.deliver(frame)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
 import logging
@@ -17,13 +18,12 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pluggy
 
-from . import hookspecs
+from . import hookspecs, metrics
 from .config import Settings
 from .errors import ChatError, ConfigError, InternalError
 
@@ -36,35 +36,65 @@ class HookFailed(InternalError):
     """A plugin raised or timed out; the client sees ``internal``, the log the details."""
 
 
-@dataclass(frozen=True)
-class HookCall:
-    """One implementation's result, with the plugin that produced it."""
-
-    plugin: str
-    result: Any
-
-
 def make_plugin_manager(settings: Settings, extra: Iterable[object] = ()) -> pluggy.PluginManager:
     """A manager with the specs, entry points, ``plugins_dir``, ``plugins`` and ``extra``.
 
-    Raises :class:`ConfigError` naming the file or module when a plugin cannot load,
-    and when a plugin implements a hook that does not exist (a misspelling).
+    Raises :class:`ConfigError` naming the file, module or entry point when a plugin
+    cannot load, when a plugin implements a hook that does not exist (a misspelling) or
+    takes an argument its hook does not offer, and when it uses a hook wrapper (the host
+    awaits each implementation itself, so wrappers could not wrap anything).
     """
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
-    pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+    for entry_point in _entry_points():
+        if pm.get_plugin(entry_point.name) is not None or pm.is_blocked(entry_point.name):
+            continue
+        source = f"entry point {entry_point.name!r} ({entry_point.value})"
+        try:
+            plugin = entry_point.load()
+        except Exception as exc:
+            raise ConfigError(
+                f"plugin {source} failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
+        _register(pm, plugin, entry_point.name, source)
     if settings.plugins_dir:
         for path in _plugin_files(Path(settings.plugins_dir)):
-            pm.register(_import_file(path), name=f"{path.stem} ({path})")
+            _register(pm, _import_file(path), f"{path.stem} ({path})", f"plugin file {path}")
     for module_name in settings.plugins:
-        pm.register(_import_module(module_name), name=module_name)
+        _register(pm, _import_module(module_name), module_name, f"plugin module {module_name!r}")
     for plugin in extra:
-        pm.register(plugin, name=_plugin_name(plugin))
+        name = _plugin_name(plugin)
+        _register(pm, plugin, name, f"plugin {name!r}")
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
         raise ConfigError(f"plugin {exc.plugin!r}: {exc}") from None
     return pm
+
+
+def _entry_points() -> list[importlib.metadata.EntryPoint]:
+    return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str, source: str) -> None:
+    """Register one plugin; the same object loaded twice (say by -p and a folder) once."""
+    if pm.is_registered(plugin):
+        log.debug("%s is already registered; skipped", source)
+        return
+    if pm.get_plugin(name) is not None:
+        raise ConfigError(f"{source}: another plugin is already registered as {name!r}")
+    try:
+        pm.register(plugin, name=name)
+    except pluggy.PluginValidationError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    for caller in pm.get_hookcallers(plugin) or ():
+        for impl in caller.get_hookimpls():
+            if impl.plugin is plugin and (impl.hookwrapper or impl.wrapper):
+                pm.unregister(plugin)
+                raise ConfigError(
+                    f"{source}: {caller.name} is a hook wrapper; quart-chat awaits every "
+                    "implementation itself, so use tryfirst=True / trylast=True instead"
+                )
 
 
 def _plugin_name(plugin: object) -> str:
@@ -90,7 +120,9 @@ def _import_file(path: Path) -> object:
         spec.loader.exec_module(module)
     except Exception as exc:
         del sys.modules[name]
-        raise ConfigError(f"plugin file {path} failed to import: {type(exc).__name__}: {exc}") from exc
+        raise ConfigError(
+            f"plugin file {path} failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
     return module
 
 
@@ -98,7 +130,9 @@ def _import_module(name: str) -> object:
     try:
         return importlib.import_module(name)
     except Exception as exc:
-        raise ConfigError(f"plugin module {name!r} failed to import: {type(exc).__name__}: {exc}") from exc
+        raise ConfigError(
+            f"plugin module {name!r} failed to import: {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def describe(pm: pluggy.PluginManager) -> list[tuple[str, list[str]]]:
@@ -128,25 +162,6 @@ class HookRunner:
     def implemented(self, hook_name: str) -> bool:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
 
-    async def each(self, hook_name: str, **kwargs: Any) -> list[HookCall]:
-        """Call every implementation in pluggy's order; raise HookFailed on the first error.
-
-        ChatError subclasses raised by a plugin (``Rejected``, ``Forbidden``) pass
-        through unchanged: they are answers, not failures.
-        """
-        calls = []
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            calls.append(HookCall(impl.plugin_name, await self.call(impl, hook_name, kwargs)))
-        return calls
-
-    async def each_logged(self, hook_name: str, **kwargs: Any) -> None:
-        """Call every implementation; log failures and carry on (for notifications)."""
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            try:
-                await self.call(impl, hook_name, kwargs)
-            except ChatError:
-                pass  # already logged by call()
-
     async def first(self, hook_name: str, **kwargs: Any) -> Any:
         """The first non-None result, in pluggy's order."""
         for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
@@ -159,20 +174,32 @@ class HookRunner:
         """One implementation, awaited with the timeout; failures become HookFailed."""
         args = {name: kwargs[name] for name in impl.argnames}
         start = time.perf_counter()
+        outcome = None
+        deadline = None
         try:
             value = impl.function(**args)
             if inspect.isawaitable(value):
-                value = await asyncio.wait_for(value, self.timeout)
+                # asyncio.timeout runs the hook in this task (no task per call, unlike
+                # wait_for) and tells our deadline apart from the plugin's own timeouts.
+                async with asyncio.timeout(self.timeout) as deadline:
+                    value = await value
         except ChatError:
             raise
-        except asyncio.TimeoutError:
-            log.error("plugin %s: hook %s timed out after %.1fs",
-                      impl.plugin_name, hook_name, self.timeout)
+        except TimeoutError:
+            if deadline is None or not deadline.expired():
+                outcome = "failed"
+                log.exception("plugin %s: hook %s raised", impl.plugin_name, hook_name)
+            else:
+                outcome = "timeout"
+                log.error("plugin %s: hook %s timed out after %.1fs",
+                          impl.plugin_name, hook_name, self.timeout)
             raise HookFailed(f"a server plugin failed ({hook_name})") from None
         except Exception:
+            outcome = "failed"
             log.exception("plugin %s: hook %s raised", impl.plugin_name, hook_name)
             raise HookFailed(f"a server plugin failed ({hook_name})") from None
         finally:
+            metrics.hook_called(impl.plugin_name, hook_name, time.perf_counter() - start, outcome)
             if self.trace:
                 log.info("trace: %s.%s took %.2f ms", impl.plugin_name, hook_name,
                          (time.perf_counter() - start) * 1000)

@@ -87,7 +87,7 @@ class Ping(_Frame, tag="ping"):
 
 ClientFrame = Subscribe | Unsubscribe | Publish | Channels | Presence | History | Ping
 FRAME_TYPES = frozenset(
-    frame.__struct_config__.tag for frame in ClientFrame.__args__  # type: ignore[union-attr]
+    frame.__struct_config__.tag for frame in ClientFrame.__args__
 )
 
 _decoder = msgspec.json.Decoder(ClientFrame)
@@ -111,9 +111,10 @@ def decode(data: str | bytes | None, max_bytes: int) -> ClientFrame:
     if len(data) * 4 > max_bytes and len(data.encode()) > max_bytes:
         raise FrameError(TooLarge(f"frame is larger than {max_bytes} bytes"), _peek_id(data))
     try:
-        return _decoder.decode(data)
+        frame: ClientFrame = _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise _explain(data, exc) from None
+    return frame
 
 
 def _peek_id(data: str) -> RequestId:

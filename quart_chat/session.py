@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, protocol
+from . import __version__, logs, metrics, protocol
 from .errors import (
     AlreadySubscribed,
     BadFrame,
@@ -57,6 +57,13 @@ SEND_BURST = 64
 COALESCE_TURNS = 8
 
 _ANSWERED = object()  # a handler that queued its own result frame returns this
+
+
+def _inbound_backlog(websocket: Websocket) -> Callable[[], int]:
+    """Quart queues inbound frames without limit while a handler awaits; this reads the
+    length of that queue so a flooding client can be closed (0 if Quart changes)."""
+    queue = getattr(getattr(websocket, "_receive", None), "__self__", None)
+    return queue.qsize if isinstance(queue, asyncio.Queue) else (lambda: 0)
 
 
 class Session:
@@ -107,6 +114,8 @@ class Session:
         """Queue one frame; a full queue means the client stopped reading: close it."""
         outbox = self._outbox
         if len(outbox) >= self._outbox_limit:
+            if self.close_code is None:
+                metrics.slow_consumer()
             self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
             return
         outbox.append(frame)
@@ -115,6 +124,11 @@ class Session:
             self._wakeup = None
             if not wakeup.done():
                 wakeup.set_result(None)
+
+    @property
+    def queue_depth(self) -> int:
+        """Frames waiting to be written to this socket."""
+        return len(self._outbox)
 
     def close(self, code: int, reason: str) -> None:
         """Ask the session to end with ``code``; the first reason given wins."""
@@ -131,6 +145,8 @@ class Session:
         await self._websocket.accept()
         self.deliver(protocol.encode(self._welcome()))
         service.sessions.add(self)
+        metrics.session_opened()
+        logs.connected(self)
         self._closing = closing = asyncio.get_running_loop().create_future()
         if self.close_code is not None:
             closing.set_result(None)
@@ -153,8 +169,14 @@ class Session:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await self._finish()
+            # Shielded: a second cancellation (client gone, then server shutdown) must not
+            # skip the cleanup, or the session stays listed and in the store for good.
+            self._cleanup_task = asyncio.ensure_future(self._cleanup(tasks))  # a strong ref
+            await asyncio.shield(self._cleanup_task)
+
+    async def _cleanup(self, tasks: list[asyncio.Task[Any]]) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._finish()
 
     async def _finish(self) -> None:
         """Leave every channel, clean the store, run hooks, send the close frame."""
@@ -176,6 +198,8 @@ class Session:
         else:
             self.close_code, self.close_reason = 1000, "client closed"
         self.finished.set()
+        metrics.session_closed()
+        logs.disconnected(self)
         await service.notify("client_disconnected", session=self)
 
     def _welcome(self) -> dict[str, Any]:
@@ -235,13 +259,19 @@ class Session:
     async def _receive_loop(self) -> None:
         receive = self._websocket.receive
         max_bytes = self._settings.max_frame_bytes
+        backlog, max_backlog = _inbound_backlog(self._websocket), self._settings.max_inbound_backlog
         while True:
             data = await receive()
+            if backlog() > max_backlog:
+                self.close(protocol.CLOSE_POLICY, "too many frames sent without waiting")
+                return
             try:
                 frame = protocol.decode(data, max_bytes)
             except FrameError as exc:
+                metrics.frame_in(None)
                 self._fail(exc.request_id, exc.error)
                 continue
+            metrics.frame_in(frame)
             try:
                 fields = await self._handlers[type(frame)](frame)
             except ChatError as exc:
@@ -251,10 +281,12 @@ class Session:
                 log.exception("session %s: %s failed", self.id, type(frame).__name__)
                 self._fail(frame.id, ChatError("internal server error"))
                 continue
+            metrics.result_sent()
             if fields is not _ANSWERED:
                 self.deliver(protocol.result(frame.id, fields))
 
     def _fail(self, request_id: protocol.RequestId, exc: ChatError) -> None:
+        metrics.error_sent(exc.code)
         self.deliver(protocol.error(request_id, exc))
         if exc.code in ABUSE_CODES and not self._abuse.take():
             self.close(protocol.CLOSE_POLICY, "too many bad frames")

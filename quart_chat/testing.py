@@ -57,9 +57,12 @@ def wait_for_health(base_url: str, timeout: float = 15.0) -> dict[str, Any]:
         try:
             with urllib.request.urlopen(f"{base_url}/healthz", timeout=1) as response:
                 return dict(json.load(response))
+        except urllib.error.HTTPError as exc:  # 503 while the broker is down
+            exc.close()
+            last = exc
         except (OSError, urllib.error.URLError) as exc:
             last = exc
-            time.sleep(0.05)
+        time.sleep(0.05)
     raise TimeoutError(f"{base_url}/healthz not healthy after {timeout}s: {last}")
 
 
@@ -119,7 +122,21 @@ class RedisServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-class ServerThread:
+class _LoopbackAddress:
+    """The URLs of a server listening on ``LOOPBACK:port``."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{LOOPBACK}:{self.port}/ws"
+
+
+class ServerThread(_LoopbackAddress):
     """Serve ``create_app(settings, plugins=...)`` with hypercorn in a background thread."""
 
     def __init__(self, settings: Settings | None = None, *, plugins: Iterable[object] = (),
@@ -133,14 +150,6 @@ class ServerThread:
         self._stop: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{LOOPBACK}:{self.port}/ws"
 
     @property
     def service(self) -> Any:
@@ -210,7 +219,7 @@ class ServerThread:
         self.stop()
 
 
-class ServerProcess:
+class ServerProcess(_LoopbackAddress):
     """``python -m quart_chat serve`` as a child process, configured by environment."""
 
     def __init__(self, env: Mapping[str, str] | None = None, *args: str,
@@ -222,14 +231,6 @@ class ServerProcess:
         with tempfile.NamedTemporaryFile(prefix="quart-chat-server-", suffix=".log",
                                          delete=False) as log:
             self.log_path = log.name
-
-    @property
-    def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://{LOOPBACK}:{self.port}/ws"
 
     @property
     def pid(self) -> int:

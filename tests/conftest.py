@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 
 import pytest
@@ -53,11 +54,11 @@ def server(settings: Settings) -> Iterator[ServerThread]:
 
 
 @pytest.fixture
-def connect(server: ServerThread) -> Iterator[object]:
-    """``connect("alice")`` opens a real WebSocket client; all are closed afterwards."""
+def opened() -> Iterator[object]:
+    """``opened(server, "alice")`` opens a real WebSocket client, closed after the test."""
     clients: list[Client] = []
 
-    def open_client(client_id: str, **params: str) -> Client:
+    def open_client(server: ServerThread, client_id: str, **params: str) -> Client:
         client = Client(server.ws_url, client_id, **params)
         clients.append(client)
         return client
@@ -65,3 +66,24 @@ def connect(server: ServerThread) -> Iterator[object]:
     yield open_client
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def connect(server: ServerThread, opened: object) -> object:
+    """``connect("alice")``: a client of the ``server`` fixture."""
+    return functools.partial(opened, server)
+
+
+@pytest.fixture
+def make_server(settings: Settings) -> Iterator[object]:
+    """``make_server(outbound_queue=8, plugins=[...])``: a server with changed settings."""
+    running: list[ServerThread] = []
+
+    def start(plugins: tuple[object, ...] = (), **overrides: object) -> ServerThread:
+        server = ServerThread(settings.replace(**overrides), plugins=plugins).start()
+        running.append(server)
+        return server
+
+    yield start
+    for server in running:
+        server.stop()

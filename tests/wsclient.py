@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import deque
 from typing import Any
@@ -73,4 +74,15 @@ class Client:
         return [self.next("message") for _ in range(count)]
 
     def close(self) -> None:
-        self.ws.close()
+        with contextlib.suppress(OSError, websocket.WebSocketException):
+            self.ws.close(timeout=1)
+        self.ws.shutdown()  # frees the socket even when the server closed first
+
+
+def close_code(ws: websocket.WebSocket, limit: int = 100_000) -> int | None:
+    """Read (and drop) frames until the server's close frame; its code (None: no code)."""
+    for _ in range(limit):
+        opcode, data = ws.recv_data(control_frame=True)
+        if opcode == websocket.ABNF.OPCODE_CLOSE:
+            return int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+    raise AssertionError(f"no close frame within {limit} frames")

@@ -23,7 +23,7 @@ def open_backend(settings: Settings, node_id: str) -> tuple[Broker, Store]:
         from ..stores.redis import RedisStore
         from .redis import RedisBroker, command_client
 
-        client = command_client(url)
+        client = command_client(url, f"{settings.key_prefix}:{node_id}:commands")
         broker = RedisBroker(
             url,
             prefix=settings.key_prefix,

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -20,6 +19,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import RedisError
 
+from .. import metrics
 from ..errors import Unavailable
 from .base import Deliver, GapNotice
 
@@ -36,10 +36,11 @@ BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 5.0
 
 
-def command_client(url: str) -> aioredis.Redis:
+def command_client(url: str, name: str) -> aioredis.Redis:
     """A client with a small bounded pool for commands (publish, store operations)."""
     pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        client_name=name,
         max_connections=COMMAND_POOL_SIZE,
         timeout=COMMAND_TIMEOUT,
         socket_connect_timeout=CONNECT_TIMEOUT,
@@ -72,6 +73,7 @@ class RedisBroker:
         self._redis = client
         self._prefix = f"{prefix}:ch:".encode()
         self._probe_channel = f"{prefix}:probe:{node_id}".encode()
+        self._client_name = f"{prefix}:{node_id}:pubsub"
         self._probe_interval = probe_interval
         self._stale_after = max(3 * probe_interval, 1.0)
         self._channels: set[str] = set()
@@ -95,9 +97,11 @@ class RedisBroker:
         ]
         try:
             await asyncio.wait_for(self._connected.wait(), CONNECT_TIMEOUT + SUBSCRIBE_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             await self.close()
-            raise Unavailable(f"cannot reach Redis at {self._safe_url()}: {self._last_error}")
+            raise Unavailable(
+                f"cannot reach Redis at {self._safe_url()}: {self._last_error}"
+            ) from None
 
     async def close(self) -> None:
         for task in self._tasks:
@@ -107,6 +111,7 @@ class RedisBroker:
                 await task
         self._tasks = []
         self._connected.clear()
+        metrics.redis_pubsub_up(False)
         with contextlib.suppress(*REDIS_DOWN):
             await self._redis.aclose(close_connection_pool=True)
 
@@ -186,6 +191,7 @@ class RedisBroker:
             if self._connected.is_set():
                 delay = BACKOFF_FIRST  # it was up: start the backoff again from the bottom
             self._connected.clear()
+            metrics.redis_pubsub_up(False)
             self._fail_pending()
             first = False
             await asyncio.sleep(delay)
@@ -197,6 +203,7 @@ class RedisBroker:
             socket_connect_timeout=CONNECT_TIMEOUT,
             socket_keepalive=True,
             retry=Retry(NoBackoff(), 0),
+            client_name=self._client_name,
         )
         pubsub = client.pubsub()
         try:
@@ -207,16 +214,18 @@ class RedisBroker:
             self._pubsub = pubsub
             self._last_probe = time.monotonic()
             self._connected.set()
+            metrics.redis_pubsub_up(True)
             if resubscribed:
                 self._reconnects += 1
+                metrics.redis_reconnected()
                 log.info("redis pub/sub reconnected; resubscribed %d channels", len(channels))
-                if channels and self._on_gap is not None:
+                if self._on_gap is not None:
                     self._on_gap(channels)
             await self._read(pubsub)
         finally:
             self._pubsub = None
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), 1.0)
+                await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.aclose(), 1.0)
 
@@ -275,5 +284,5 @@ class RedisBroker:
 
     def _safe_url(self) -> str:
         """The URL without a password, for messages and logs."""
-        head, sep, tail = self._url.rpartition("@")
-        return f"{self._url.split('://')[0]}://***@{tail}" if sep else self._url
+        scheme, _, rest = self._url.partition("://")
+        return f"{scheme}://***@{rest.rpartition('@')[2]}" if "@" in rest else self._url

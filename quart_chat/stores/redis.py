@@ -9,12 +9,15 @@ Key layout (``P`` is the prefix):
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Awaitable, Collection
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 
 from ..brokers.redis import REDIS_DOWN
 from ..errors import Unavailable
+
+T = TypeVar("T")
 
 
 class RedisStore:
@@ -51,7 +54,7 @@ class RedisStore:
     async def disconnect(self, session_id: str, client_id: str, channels: Collection[str]) -> None:
         recorded = await self._run(self._redis.smembers(self.session_key(session_id)))
         pipe = self._redis.pipeline(transaction=False)
-        for channel in {*channels, *(c.decode() for c in recorded)}:
+        for channel in {*channels, *(_text(c) for c in recorded)}:
             pipe.hdel(self.presence_key(channel), session_id)
         pipe.delete(self.session_key(session_id))
         pipe.srem(self.client_key(client_id), session_id)
@@ -59,19 +62,23 @@ class RedisStore:
 
     async def presence(self, channel: str) -> list[str]:
         members = await self._run(self._redis.hvals(self.presence_key(channel)))
-        return sorted({m.decode() for m in members})
+        return sorted({_text(m) for m in members})
 
     async def client_channels(self, client_id: str) -> list[str]:
         sessions = await self._run(self._redis.smembers(self.client_key(client_id)))
         if not sessions:
             return []
-        keys = [self.session_key(s.decode()) for s in sessions]
+        keys = [self.session_key(_text(s)) for s in sessions]
         channels = await self._run(self._redis.sunion(keys))
-        return sorted(c.decode() for c in channels)
+        return sorted(_text(c) for c in channels)
 
     @staticmethod
-    async def _run(awaitable):  # type: ignore[no-untyped-def]
+    async def _run(awaitable: Awaitable[T]) -> T:
         try:
             return await awaitable
         except REDIS_DOWN as exc:
             raise Unavailable("the subscription store (Redis) is unreachable") from exc
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

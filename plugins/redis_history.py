@@ -1,0 +1,119 @@
+"""Persistence with Redis Streams: every message kept in a bounded per-channel stream.
+
+Each published message is appended (``XADD ... MAXLEN``) to the stream
+``<key_prefix>:history:<channel>``; ``history`` reads it newest first (``XREVRANGE``)
+and pages with ``before`` (a message id). Every server process on the same Redis sees
+the same history, so it works with many workers and machines.
+
+Settings (environment variables, read at startup):
+
+- ``QUART_CHAT_PLUGIN_REDIS_HISTORY_URL`` — Redis to keep history in (default: the
+  server's ``QUART_CHAT_REDIS_URL``; one of the two is required).
+- ``QUART_CHAT_PLUGIN_REDIS_HISTORY_MAXLEN`` — messages kept per channel (``1000``).
+- ``QUART_CHAT_PLUGIN_REDIS_HISTORY_APPROXIMATE`` — trim with ``MAXLEN ~`` (cheaper,
+  keeps a little more than ``MAXLEN``; default ``false``: exactly ``MAXLEN``).
+
+Stream entry ids use the message's own millisecond (``<ms>-*``) so ``before`` finds its
+place directly; if another process already wrote a later entry, Redis picks the id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, cast
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from quart_chat import Message, chat_service, hookimpl, plugin_settings
+from quart_chat.errors import Unavailable
+
+if TYPE_CHECKING:
+    from quart import Quart
+
+#: Entries scanned to find the exact position of a ``before`` id.
+BEFORE_SCAN = 64
+
+_redis: aioredis.Redis | None = None
+_prefix = "quart-chat:history:"
+_maxlen = 1000
+_approximate = False
+
+
+@hookimpl
+async def startup(app: Quart) -> None:
+    global _redis, _prefix, _maxlen, _approximate
+    settings = chat_service(app).settings
+    config = plugin_settings("redis_history", url=None, maxlen=1000, approximate=False)
+    url = config.url or settings.redis_url
+    if not url:
+        raise RuntimeError("redis_history needs QUART_CHAT_PLUGIN_REDIS_HISTORY_URL or "
+                           "QUART_CHAT_REDIS_URL")
+    _redis = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    await _redis.ping()  # fail at startup, not on the first message
+    _prefix = f"{settings.key_prefix}:history:"
+    _maxlen, _approximate = config.maxlen, config.approximate
+
+
+@hookimpl
+async def shutdown() -> None:
+    global _redis
+    if _redis is not None:
+        with contextlib.suppress(Exception):
+            await _redis.aclose()
+    _redis = None
+
+
+@hookimpl
+async def message_published(message: Message) -> None:
+    assert _redis is not None, "redis_history: startup did not run"
+    key = _prefix + message.channel
+    fields: dict[Any, Any] = {
+        "mid": message.mid, "sender": message.sender, "text": message.text,
+        "ts": repr(message.ts), "bot": "1" if message.bot else "",
+    }
+    try:
+        await _redis.xadd(key, fields, id=f"{_millis(message.mid)}-*", maxlen=_maxlen,
+                          approximate=_approximate)
+    except ResponseError:  # a later entry exists (another process, clock skew)
+        await _redis.xadd(key, fields, maxlen=_maxlen, approximate=_approximate)
+
+
+@hookimpl
+async def history(channel: str, limit: int, before: str | None) -> list[Message]:
+    assert _redis is not None, "redis_history: startup did not run"
+    key = _prefix + channel
+    try:
+        end = "+" if before is None else await _position_before(key, before)
+        entries = cast("list[Any]", await _redis.xrevrange(key, max=end, min="-", count=limit))
+    except (RedisError, OSError) as exc:  # the client sees ``unavailable``: retry later
+        raise Unavailable("the history store (Redis) is unreachable") from exc
+    return [_message(channel, fields) for _, fields in entries]
+
+
+async def _position_before(key: str, before: str) -> str:
+    """The exclusive upper bound for entries older than the message ``before``."""
+    assert _redis is not None
+    millis = _millis(before)
+    if millis is None:
+        return "+"
+    # The entry's id is at or just after its own millisecond: look there first.
+    nearby = cast("list[Any]", await _redis.xrange(key, min=f"{millis}-0", max="+",
+                                                   count=BEFORE_SCAN))
+    for entry_id, fields in nearby:
+        if fields.get(b"mid", b"").decode() == before:
+            return f"({entry_id.decode()}"
+    return f"({millis}-0"  # not found (trimmed): everything older than its millisecond
+
+
+def _millis(mid: str) -> int | None:
+    try:
+        return int(mid[:12], 16)
+    except ValueError:
+        return None
+
+
+def _message(channel: str, fields: dict[bytes, bytes]) -> Message:
+    return Message(channel=channel, sender=fields[b"sender"].decode(),
+                   text=fields[b"text"].decode(), ts=float(fields[b"ts"]),
+                   mid=fields[b"mid"].decode(), bot=bool(fields.get(b"bot")))

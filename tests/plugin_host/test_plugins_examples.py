@@ -1,0 +1,232 @@
+"""The example plugins in plugins/, each against the embedded broker and a real Redis."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from .kit import load_example
+
+moderation = load_example("moderation")
+command_bot = load_example("command_bot")
+greeter = load_example("greeter")
+redis_history = load_example("redis_history")
+sqlite_history = load_example("sqlite_history")
+
+
+def _in_lobby(server, *names):
+    clients = [server.connect(name) for name in names]
+    for client in clients:
+        client.ok("subscribe", channel="lobby")
+    return clients
+
+
+# -- moderation ------------------------------------------------------------------------------
+
+
+def test_moderation_masks_listed_words_whole_and_case_insensitively(serve, monkeypatch):
+    """Listed words are masked; words that merely contain them are not."""
+    monkeypatch.setenv("QUART_CHAT_PLUGIN_MODERATION_WORDS", "spam, heck")
+    server = serve(moderation)
+    alice, bob = _in_lobby(server, "alice", "bob")
+    alice.ok("publish", channel="lobby", text="SPAM and heck, but spammer is fine")
+    assert bob.next_message()["text"] == "S**M and h**k, but spammer is fine"
+
+
+def test_moderation_reject_mode_refuses_the_message(serve, monkeypatch):
+    """In reject mode the sender gets error rejected and nobody receives the message."""
+    monkeypatch.setenv("QUART_CHAT_PLUGIN_MODERATION_MODE", "reject")
+    server = serve(moderation)
+    alice, bob = _in_lobby(server, "alice", "bob")
+    error = alice.error("publish", channel="lobby", text="cheap scam here")
+    assert error["code"] == "rejected" and "not allowed" in error["message"]
+    alice.ok("publish", channel="lobby", text="clean")
+    assert bob.next_message()["text"] == "clean"
+
+
+def test_moderation_repeat_offender_cools_down_then_may_speak_again(serve, monkeypatch):
+    """After STRIKES hits a client is refused for COOLDOWN seconds; others are not."""
+    monkeypatch.setenv("QUART_CHAT_PLUGIN_MODERATION_STRIKES", "2")
+    monkeypatch.setenv("QUART_CHAT_PLUGIN_MODERATION_COOLDOWN", "30")
+    clock = [1000.0]
+    monkeypatch.setattr(moderation, "now", lambda: clock[0])
+    server = serve(moderation)
+    alice, bob = _in_lobby(server, "alice", "bob")
+    alice.ok("publish", channel="lobby", text="spam")
+    alice.ok("publish", channel="lobby", text="spam")  # second strike: cool-down starts
+    error = alice.error("publish", channel="lobby", text="sorry")
+    assert error["code"] == "rejected" and "cooling down for 30" in error["message"]
+    bob.ok("publish", channel="lobby", text="bob is fine")
+    clock[0] += 31
+    alice.ok("publish", channel="lobby", text="sorry")
+    texts = [bob.next_message()["text"] for _ in range(4)]
+    assert texts == ["s**m", "s**m", "bob is fine", "sorry"]
+
+
+def test_moderation_bad_mode_stops_startup(chat_server, monkeypatch):
+    """A misconfigured plugin fails at startup, not on the first message."""
+    monkeypatch.setenv("QUART_CHAT_PLUGIN_MODERATION_MODE", "shout")
+    with pytest.raises(RuntimeError, match="failed to start"):
+        chat_server(moderation)
+
+
+# -- command bot ---------------------------------------------------------------------------
+
+
+def test_command_bot_answers_help_roll_who_and_time(serve):
+    """Each command gets one answer from the bot, in the channel."""
+    server = serve(command_bot)
+    alice, _bob = _in_lobby(server, "alice", "bob")
+    answers = {}
+    for command in ("/help", "/roll 2d6", "/who", "/time", "/roll d20+3"):
+        alice.ok("publish", channel="lobby", text=command)
+        assert alice.next_message()["text"] == command
+        reply = alice.next_message()
+        assert reply["sender"] == "bot" and reply["bot"] is True
+        answers[command] = reply["text"]
+    assert "/roll" in answers["/help"] and "/who" in answers["/help"]
+    rolled = re.fullmatch(r"alice rolled 2d6: (\d) \+ (\d) = (\d+)", answers["/roll 2d6"])
+    assert rolled and int(rolled[1]) + int(rolled[2]) == int(rolled[3])
+    assert 2 <= int(rolled[3]) <= 12
+    rolled = re.fullmatch(r"alice rolled d20\+3: (\d+) \+ 3 = (\d+)", answers["/roll d20+3"])
+    assert rolled and int(rolled[2]) == int(rolled[1]) + 3
+    assert answers["/who"] == "in lobby: alice, bob"
+    assert re.fullmatch(r"server time: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", answers["/time"])
+
+
+def test_command_bot_explains_unknown_commands_and_bad_dice(serve):
+    """Unknown commands and unreadable dice get a helpful answer, not silence."""
+    server = serve(command_bot)
+    (alice,) = _in_lobby(server, "alice")
+    for command, expected in (("/dance", "unknown command /dance; try /help"),
+                              ("/roll lots", "try /roll 2d6"),
+                              ("/roll 1000d6", "1-100 dice")):
+        alice.ok("publish", channel="lobby", text=command)
+        alice.next_message()
+        assert expected in alice.next_message()["text"]
+
+
+def test_command_bot_ignores_plain_messages(serve):
+    """Only messages starting with / are commands."""
+    server = serve(command_bot)
+    (alice,) = _in_lobby(server, "alice")
+    alice.ok("publish", channel="lobby", text="hello /help")
+    alice.ok("publish", channel="lobby", text="marker")
+    assert [alice.next_message()["text"] for _ in range(2)] == ["hello /help", "marker"]
+
+
+def test_command_bot_name_is_configurable(serve, monkeypatch):
+    """QUART_CHAT_PLUGIN_COMMAND_BOT_NAME renames the bot."""
+    monkeypatch.setenv("QUART_CHAT_PLUGIN_COMMAND_BOT_NAME", "dice-master")
+    server = serve(command_bot)
+    (alice,) = _in_lobby(server, "alice")
+    alice.ok("publish", channel="lobby", text="/time")
+    alice.next_message()
+    assert alice.next_message()["sender"] == "dice-master"
+
+
+# -- greeter -------------------------------------------------------------------------------
+
+
+def test_greeter_welcomes_each_subscriber_where_configured(serve, monkeypatch):
+    """The greeting names the client and the channel; other channels stay quiet."""
+    monkeypatch.setenv("QUART_CHAT_PLUGIN_GREETER_CHANNELS", "lobby,room:*")
+    monkeypatch.setenv("QUART_CHAT_PLUGIN_GREETER_TEXT", "hi {client}, this is {channel}")
+    server = serve(greeter)
+    alice, bob = server.connect("alice"), server.connect("bob")
+    alice.ok("subscribe", channel="lobby")
+    assert alice.next_message()["text"] == "hi alice, this is lobby"
+    bob.ok("subscribe", channel="lobby")
+    for client in (alice, bob):
+        message = client.next_message()
+        assert (message["sender"], message["text"]) == ("greeter", "hi bob, this is lobby")
+    alice.ok("subscribe", channel="quiet")
+    alice.ok("subscribe", channel="room:1")
+    assert alice.next_message()["channel"] == "room:1"
+
+
+# -- persistence: both plugins keep the same promises ----------------------------------------
+
+
+@pytest.fixture(params=["redis_history", "sqlite_history"])
+def keeper(request, settings, tmp_path, monkeypatch):
+    """A persistence plugin, configured for this test (its own database or stream keys)."""
+    if request.param == "redis_history":
+        url = settings.redis_url or request.getfixturevalue("redis_url")
+        monkeypatch.setenv("QUART_CHAT_PLUGIN_REDIS_HISTORY_URL", url)
+        monkeypatch.setenv("QUART_CHAT_PLUGIN_REDIS_HISTORY_MAXLEN", "25")
+        return redis_history
+    monkeypatch.setenv("QUART_CHAT_PLUGIN_SQLITE_HISTORY_PATH", str(tmp_path / "h.sqlite3"))
+    monkeypatch.setenv("QUART_CHAT_PLUGIN_SQLITE_HISTORY_KEEP", "25")
+    monkeypatch.setattr(sqlite_history, "PRUNE_EVERY", 5)
+    return sqlite_history
+
+
+def _publish(client, channel, texts):
+    return [client.ok("publish", channel=channel, text=text)["mid"] for text in texts]
+
+
+def test_persistence_serves_history_newest_first_with_before_paging(serve, keeper):
+    """Pages of ``limit`` walk back through the channel with ``before``."""
+    server = serve(keeper, publish_rate=1000, publish_burst=1000)
+    (alice,) = _in_lobby(server, "alice")
+    mids = _publish(alice, "lobby", [f"m{n}" for n in range(12)])
+    page = alice.ok("history", channel="lobby", limit=5)["messages"]
+    assert [m["text"] for m in page] == ["m11", "m10", "m9", "m8", "m7"]
+    assert [m["mid"] for m in page] == mids[::-1][:5]
+    seen = [m["text"] for m in page]
+    while page:
+        page = alice.ok("history", channel="lobby", limit=5, before=page[-1]["mid"])["messages"]
+        seen += [m["text"] for m in page]
+    assert seen == [f"m{n}" for n in range(11, -1, -1)]
+    assert page == []
+
+
+def test_persistence_keeps_channels_apart_and_bot_answers_after_questions(serve, keeper):
+    """Each channel has its own history; a bot's answer is stored after the question."""
+    server = serve(keeper, command_bot)
+    alice = server.connect("alice")
+    for channel in ("a", "b"):
+        alice.ok("subscribe", channel=channel)
+    _publish(alice, "a", ["in a"])
+    _publish(alice, "b", ["/time"])
+    assert [m["text"] for m in alice.ok("history", channel="a")["messages"]] == ["in a"]
+    b = alice.ok("history", channel="b")["messages"]
+    assert [(m["sender"], m.get("bot", False)) for m in b] == [("bot", True), ("alice", False)]
+    assert b[1]["text"] == "/time" and b[0]["text"].startswith("server time")
+    assert alice.ok("history", channel="empty")["messages"] == []
+
+
+def test_persistence_is_bounded_per_channel(serve, keeper):
+    """Only the newest MAXLEN / KEEP messages of a channel are kept."""
+    server = serve(keeper, publish_rate=1000, publish_burst=1000)
+    (alice,) = _in_lobby(server, "alice")
+    _publish(alice, "lobby", [f"m{n}" for n in range(40)])
+    kept = alice.ok("history", channel="lobby", limit=200)["messages"]
+    assert [m["text"] for m in kept] == [f"m{n}" for n in range(39, 14, -1)]
+
+
+def test_persistence_stores_the_filtered_text(serve, keeper):
+    """History holds what subscribers received, after the moderation filter."""
+    server = serve(keeper, moderation)
+    (alice,) = _in_lobby(server, "alice")
+    _publish(alice, "lobby", ["no spam please"])
+    assert alice.ok("history", channel="lobby")["messages"][0]["text"] == "no s**m please"
+
+
+def test_redis_history_answers_unavailable_while_redis_is_down(chat_server, redis_server,
+                                                               redis_url, monkeypatch):
+    """With its Redis stopped the plugin says ``unavailable`` (retry), not ``internal``;
+    chat on the embedded broker goes on, and history works again once Redis is back."""
+    monkeypatch.setenv("QUART_CHAT_PLUGIN_REDIS_HISTORY_URL", redis_url)
+    server = chat_server(redis_history)
+    (alice,) = _in_lobby(server, "alice")
+    alice.ok("publish", channel="lobby", text="before")
+    redis_server.stop()
+    assert alice.error("history", channel="lobby")["code"] == "unavailable"
+    alice.ok("publish", channel="lobby", text="during")  # delivered; not kept (logged)
+    redis_server.start()
+    alice.ok("publish", channel="lobby", text="after")
+    texts = [m["text"] for m in alice.ok("history", channel="lobby")["messages"]]
+    assert texts == ["after"]  # a restarted private Redis keeps nothing (no persistence)

@@ -1,0 +1,116 @@
+"""The ``quart-chat`` command and plain ``hypercorn`` deployment, as real processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from quart_chat.cli import main
+from quart_chat.protocol import CLOSE_GOING_AWAY
+from quart_chat.testing import LOOPBACK, ServerProcess, free_port, wait_for_health
+
+from .wsclient import Client, close_code
+
+
+def test_serve_help_lists_every_setting_with_its_variable():
+    result = CliRunner().invoke(main, ["serve", "--help"])
+    assert result.exit_code == 0
+    for flag in ("--bind", "--redis-url", "--workers", "--plugins-dir", "--plugin",
+                 "--jwt-secret", "--allowed-origins"):
+        assert flag in result.output
+    assert "QUART_CHAT_REDIS_URL" in result.output
+
+
+def test_several_workers_with_the_embedded_broker_are_refused():
+    result = CliRunner().invoke(main, ["serve", "--workers", "2"], env={})
+    assert result.exit_code == 2
+    assert "needs QUART_CHAT_REDIS_URL" in result.output
+
+
+def test_bad_option_values_are_refused_clearly():
+    result = CliRunner().invoke(main, ["serve", "--max-frame-bytes", "0"])
+    assert result.exit_code == 2
+    assert "QUART_CHAT_MAX_FRAME_BYTES must be greater than 0" in result.output
+
+
+def test_unreachable_redis_stops_startup_with_a_clear_message():
+    port = free_port()
+    env = {**os.environ, "QUART_CHAT_REDIS_URL": f"redis://{LOOPBACK}:{port}/0",
+           "QUART_CHAT_BIND": f"{LOOPBACK}:{free_port()}"}
+    done = subprocess.run([sys.executable, "-m", "quart_chat", "serve"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1
+    assert "cannot reach Redis" in done.stderr
+
+
+def test_sigterm_closes_sessions_with_1001_cleans_redis_and_exits_0(redis_server, redis_url):
+    with ServerProcess({"QUART_CHAT_REDIS_URL": redis_url}) as server:
+        clients = [Client(server.ws_url, f"c{n}") for n in range(20)]
+        for client in clients:
+            client.ok("subscribe", channel="room")
+        assert redis_server.cli("--scan", "--pattern", "quart-chat:*").split()
+        started = time.monotonic()
+        assert server.stop(signal.SIGTERM) == 0
+        assert time.monotonic() - started < 5
+        for client in clients:
+            assert close_code(client.ws) == CLOSE_GOING_AWAY
+            client.close()
+    assert redis_server.cli("--scan", "--pattern", "quart-chat:*").split() == []
+
+
+def test_workers_share_one_port_and_deliver_across_processes(redis_server, redis_url):
+    """``--workers 2``: two processes, one pub/sub connection each, messages cross."""
+    env = {"QUART_CHAT_REDIS_URL": redis_url}
+    with ServerProcess(env, "--workers", "2") as server:
+        deadline = time.monotonic() + 20
+        while redis_server.cli("CLIENT", "LIST").count(":pubsub") < 2:
+            assert time.monotonic() < deadline, "the second worker never connected"
+            time.sleep(0.1)
+        clients = [Client(server.ws_url, f"c{n}") for n in range(16)]
+        try:
+            nodes = set()
+            for client in clients:
+                client.ok("subscribe", channel="room")
+            clients[0].ok("publish", channel="room", text="to all workers")
+            for client in clients:
+                assert client.next()["text"] == "to all workers"
+            for line in redis_server.cli("CLIENT", "LIST").splitlines():
+                if ":pubsub" in line:
+                    nodes.add(line)
+            assert len(nodes) == 2
+        finally:
+            for client in clients:
+                client.close()
+        assert server.stop(signal.SIGTERM) == 0
+
+
+def test_plain_hypercorn_deployment_reads_the_environment(redis_url):
+    """``hypercorn "quart_chat:create_app()"`` is how people deploy it."""
+    port = free_port()
+    env = {**os.environ, "QUART_CHAT_REDIS_URL": redis_url}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hypercorn", "quart_chat:create_app()", "--bind",
+         f"{LOOPBACK}:{port}"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        health = wait_for_health(f"http://{LOOPBACK}:{port}")
+        assert health["broker"] == "redis"
+        alice = Client(f"ws://{LOOPBACK}:{port}/ws", "alice")
+        alice.ok("subscribe", channel="room")
+        alice.ok("publish", channel="room", text="deployed")
+        assert alice.next()["text"] == "deployed"
+        alice.close()
+    finally:
+        process.terminate()
+        process.wait(15)
+
+
+@pytest.mark.parametrize("args", [["--version"], ["plugins"]])
+def test_other_commands_run(args):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
