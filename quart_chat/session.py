@@ -174,7 +174,7 @@ class Session:
             self._cleanup_task = asyncio.ensure_future(self._cleanup(tasks))  # a strong ref
             await asyncio.shield(self._cleanup_task)
 
-    async def _cleanup(self, tasks: list[asyncio.Task[Any]]) -> None:
+    async def _cleanup(self, tasks: list[asyncio.Future[Any]]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._finish()
 
