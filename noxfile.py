@@ -14,7 +14,7 @@ PYTHON = "3.11"
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the test suite against the embedded broker and a real redis-server."""
-    session.install("-e", ".[test,browser]")
+    session.install("-e", ".[test,browser,bench]")
     session.run("pytest", *session.posargs)
 
 
@@ -35,3 +35,10 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("mypy")
     session.run("mypy", "--strict", "plugins")
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmark quart-chat against the floor and peer servers (about 15 min; not default)."""
+    session.install("-e", ".[bench]")
+    session.run("python", "-m", "bench", *session.posargs)

@@ -1,0 +1,1 @@
+"""Benchmarks: quart-chat side by side with peer servers (``python -m bench``)."""
