@@ -169,10 +169,18 @@ class Session:
             asyncio.create_task(self._watch_peer(), name=f"liveness {self.id}"),
         ]
         try:
+            # Shielded: redis-py can swallow a cancellation that lands mid-command, and a
+            # client that leaves right now must still end this session.
+            connecting = asyncio.ensure_future(service.store.connect(self.id, self.client_id))
             try:
-                await service.store.connect(self.id, self.client_id)
+                await asyncio.shield(connecting)
             except Unavailable:
                 log.warning("session %s: store unreachable at connect", self.id)
+            except asyncio.CancelledError:
+                await asyncio.wait([connecting], timeout=CLOSE_TIMEOUT)  # record, then forget
+                if connecting.done() and not connecting.cancelled():
+                    connecting.exception()  # retrieved: an outage here is already logged
+                raise
             await service.notify("client_connected", session=self)
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
