@@ -14,7 +14,7 @@ PYTHON = "3.11"
 @nox.session(python=PYTHON)
 def tests(session: nox.Session) -> None:
     """Run the test suite against the embedded broker and a real redis-server."""
-    session.install("-e", ".[test,browser]")
+    session.install("-e", ".[test,browser,bench]")
     session.run("pytest", *session.posargs)
 
 

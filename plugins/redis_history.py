@@ -1,7 +1,8 @@
 """Persistence with Redis Streams: every message kept in a bounded per-channel stream.
 
 Each published message is appended (``XADD ... MAXLEN``) to the stream
-``<key_prefix>:history:<channel>``; ``history`` reads it newest first (``XREVRANGE``)
+``<key_prefix>:history:<channel>`` (on Redis Cluster ``<key_prefix>:history:{<channel>}``,
+so the stream lives on the channel's shard); ``history`` reads it newest first (``XREVRANGE``)
 and pages with ``before`` (a message id). Every server process on the same Redis sees
 the same history, so it works with many workers and machines.
 
@@ -22,11 +23,12 @@ from __future__ import annotations
 import contextlib
 from typing import TYPE_CHECKING, Any, cast
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
 from quart_chat import Message, chat_service, hookimpl, plugin_settings
+from quart_chat.brokers import redis_client
 from quart_chat.errors import Unavailable
+from quart_chat.stores.cluster import channel_key
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -34,24 +36,26 @@ if TYPE_CHECKING:
 #: Entries scanned to find the exact position of a ``before`` id.
 BEFORE_SCAN = 64
 
-_redis: aioredis.Redis | None = None
-_prefix = "quart-chat:history:"
+_redis: Any = None  # redis.asyncio.Redis, or RedisCluster for a redis+cluster:// URL
+_prefix = "quart-chat"
+_cluster = False
 _maxlen = 1000
 _approximate = False
 
 
 @hookimpl
 async def startup(app: Quart) -> None:
-    global _redis, _prefix, _maxlen, _approximate
+    global _redis, _prefix, _cluster, _maxlen, _approximate
     settings = chat_service(app).settings
     config = plugin_settings("redis_history", url=None, maxlen=1000, approximate=False)
     url = config.url or settings.redis_url
     if not url:
         raise RuntimeError("redis_history needs QUART_CHAT_PLUGIN_REDIS_HISTORY_URL or "
                            "QUART_CHAT_REDIS_URL")
-    _redis = aioredis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+    _redis = redis_client(url, f"{settings.key_prefix}:redis_history")
     await _redis.ping()  # fail at startup, not on the first message
-    _prefix = f"{settings.key_prefix}:history:"
+    _prefix = settings.key_prefix
+    _cluster = url.startswith("redis+cluster://")
     _maxlen, _approximate = config.maxlen, config.approximate
 
 
@@ -67,7 +71,7 @@ async def shutdown() -> None:
 @hookimpl
 async def message_published(message: Message) -> None:
     assert _redis is not None, "redis_history: startup did not run"
-    key = _prefix + message.channel
+    key = channel_key(_prefix, "history", message.channel, cluster=_cluster)
     fields: dict[Any, Any] = {
         "mid": message.mid, "sender": message.sender, "text": message.text,
         "ts": repr(message.ts), "bot": "1" if message.bot else "",
@@ -82,11 +86,11 @@ async def message_published(message: Message) -> None:
 @hookimpl
 async def history(channel: str, limit: int, before: str | None) -> list[Message]:
     assert _redis is not None, "redis_history: startup did not run"
-    key = _prefix + channel
+    key = channel_key(_prefix, "history", channel, cluster=_cluster)
     try:
         end = "+" if before is None else await _position_before(key, before)
         entries = cast("list[Any]", await _redis.xrevrange(key, max=end, min="-", count=limit))
-    except (RedisError, OSError) as exc:  # the client sees ``unavailable``: retry later
+    except (RedisError, RedisClusterException, OSError) as exc:  # ``unavailable``: retry
         raise Unavailable("the history store (Redis) is unreachable") from exc
     return [_message(channel, fields) for _, fields in entries]
 

@@ -10,10 +10,10 @@ from importlib import resources
 
 from quart import Quart, Response, jsonify, request, websocket
 
-from . import __version__, metrics
+from . import __version__, liveness, metrics
 from .config import Settings
 from .errors import HandshakeRefused
-from .handshake import identify
+from .handshake import admit, identify_client
 from .service import ChatService
 from .session import Session
 
@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     ``@hookimpl`` functions): handy in tests and notebooks.
     """
     settings = Settings.from_env() if settings is None else settings
+    liveness.install()
     logging.getLogger("quart_chat").setLevel(settings.log_level.upper())
     app = Quart(__name__)
     service = ChatService(settings, plugins)
@@ -72,7 +73,8 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     @app.websocket("/ws")
     async def ws() -> Response | None:
         try:
-            client_id = await identify(service, websocket)
+            identity = await identify_client(service, websocket)
+            await admit(service, identity.client_id)
         except HandshakeRefused as exc:
             response = jsonify({"error": exc.reason})
             response.status_code = exc.status
@@ -80,7 +82,8 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
         batch = websocket.args.get("batch", "0") not in ("0", "", "false")
         # The session outlives this handler's context lookups: give it the real object.
         connection = websocket._get_current_object()  # type: ignore[attr-defined]
-        session = Session(service, connection, client_id, batch=batch)
+        session = Session(service, connection, identity.client_id, batch=batch)
+        session.claims, session.allowed_channels = identity.claims, identity.channels
         await session.run()
         return None
 

@@ -126,6 +126,8 @@ def _hypercorn_config(settings: Settings) -> Any:
     # Frames a little over the limit get a ``too_large`` error frame from the session;
     # hypercorn closes with 1009 only beyond this (it counts characters, not bytes).
     config.websocket_max_message_size = settings.max_frame_bytes * 4
+    # Pings make live clients answer (pongs); quiet dead peers are closed (4001).
+    config.websocket_ping_interval = settings.ping_interval
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     return config

@@ -116,13 +116,17 @@ class Reconnected:
     """The client is connected again, after ``attempts`` tries.
 
     ``channels`` are those it subscribed to again; ``lost`` maps each channel it could
-    not rejoin to the server's error (it is no longer in those).
+    not rejoin to the server's error (it is no longer in those). ``recovered`` says, for
+    each channel where the client had received a message before, whether the server
+    replayed exactly what was missed meanwhile (``True``) or could not (``False``: fetch
+    ``history`` if the gap matters).
     """
 
     attempts: int
     channels: list[str]
     lost: dict[str, ChatError] = field(default_factory=dict)
     welcome: dict[str, Any] = field(default_factory=dict)
+    recovered: dict[str, bool] = field(default_factory=dict)
 
 
 def ws_url(url: str, **params: str | None) -> str:
@@ -189,6 +193,10 @@ class ChatClient:
         self._send_lock = threading.Lock()  # one writer at a time
         self._pending: dict[int, Future[dict[str, Any]]] = {}
         self._channels: set[str] = set()
+        # channel -> id of the last message received: rejoining asks for what came after
+        self._last_mid: dict[str, str] = {}
+        #: Per channel, whether the last reconnect recovered every missed message.
+        self.recovered: dict[str, bool] = {}
         self._state = "connecting"
         self._connected = threading.Event()
         self._closed = threading.Event()
@@ -343,6 +351,8 @@ class ChatClient:
                 self._channels.add(fields["channel"])
             elif kind == "unsubscribe":
                 self._channels = set(frame.get("channels", ()))
+                for channel in set(self._last_mid) - self._channels:
+                    del self._last_mid[channel]  # a later subscribe starts afresh
 
     # -- receiving ------------------------------------------------------------------------
 
@@ -612,6 +622,7 @@ class ChatClient:
             self._emit("gap", frame.get("channel"), frame.get("reason", ""))
 
     def _deliver(self, message: Message) -> None:
+        self._last_mid[message.channel] = message.mid
         with self._inbox_ready:
             if len(self._inbox) >= self._inbox_size:
                 self._inbox.popleft()
@@ -649,7 +660,8 @@ class ChatClient:
                 channels = sorted(self._channels)
             log.info("client %s reconnected (attempt %d)", self.client_id, attempt)
             self._set_state("connected")
-            self._emit("reconnect", Reconnected(attempt, channels, lost, dict(self.welcome)))
+            self._emit("reconnect", Reconnected(attempt, channels, lost, dict(self.welcome),
+                                                dict(self.recovered)))
             return ws
         log.warning("client %s: giving up reconnecting: %s", self.client_id, last)
         self._finish(f"reconnect failed: {last}", None)
@@ -668,7 +680,10 @@ class ChatClient:
         ws.settimeout(self.timeout)
         try:
             for channel in channels:
-                _, replies[channel] = self._send_request("subscribe", {"channel": channel})
+                fields = {"channel": channel}
+                if channel in self._last_mid:  # recovery: replay what we missed
+                    fields["since"] = self._last_mid[channel]
+                _, replies[channel] = self._send_request("subscribe", fields)
             deadline = time.monotonic() + self.timeout
             while not all(r.done() for r in replies.values()):
                 if time.monotonic() > deadline:
@@ -683,10 +698,14 @@ class ChatClient:
         finally:
             with contextlib.suppress(OSError, AttributeError):
                 ws.settimeout(None)
+        recovered: dict[str, bool] = {}
         for channel, reply in replies.items():
             error = reply.exception()
             if error is not None and getattr(error, "code", "") != "already_subscribed":
                 lost[channel] = error  # type: ignore[assignment]
+            elif error is None and "recovered" in reply.result():
+                recovered[channel] = bool(reply.result()["recovered"])
+        self.recovered = recovered
         with self._lock:
             self._channels -= set(lost)
             self._pending = {k: v for k, v in self._pending.items() if not v.done()}

@@ -29,6 +29,8 @@ class Settings:
     allowed_origins: tuple[str, ...] = ()
     #: Address ``quart-chat serve`` listens on (``HOST:PORT``).
     bind: str = "127.0.0.1:8000"
+    #: Inbound frames per second per session (burst: twice that); more get ``rate_limited``.
+    frame_rate: float = 1000.0
     #: Seconds a plugin hook may run before it is abandoned and logged.
     hook_timeout: float = 5 * SECONDS
     #: Expected ``aud`` claim of client tokens (checked when set).
@@ -47,16 +49,28 @@ class Settings:
     max_bad_frames: int = 20
     #: Channels one session may be subscribed to at once.
     max_channels_per_session: int = 100
+    #: Open sessions one client id may have at once (all processes); more get HTTP 429.
+    max_connections_per_client: int = 16
     #: Largest inbound frame, in UTF-8 bytes; larger frames get ``too_large``.
     max_frame_bytes: int = 32 * KIB
     #: Largest ``limit`` a ``history`` request may ask for.
     max_history: int = 200
     #: Inbound frames a client may have waiting unread before it is closed with 1008.
     max_inbound_backlog: int = 256
+    #: Most missed messages a recovering ``subscribe`` replays; more: ``recovered`` false.
+    max_recovery: int = 1000
     #: Longest message text, in characters.
     max_text_length: int = 4000
+    #: Seconds without a heartbeat after which a server process counts as dead and a
+    #: surviving one removes its clients from presence (Redis only).
+    node_ttl: float = 15 * SECONDS
     #: Frames waiting for one socket before that client is disconnected as too slow.
     outbound_queue: int = 1024
+    #: Seconds between WebSocket pings the server sends (clients answer with pongs).
+    ping_interval: float = 20 * SECONDS
+    #: Seconds a client may stay silent (no frame, no pong) after a ping before it is
+    #: closed as a dead peer (4001).
+    ping_timeout: float = 20 * SECONDS
     #: Module paths of plugins to load (``-p``), comma-separated in the environment.
     plugins: tuple[str, ...] = ()
     #: Folder whose ``*.py`` files are loaded as plugins.
@@ -65,7 +79,8 @@ class Settings:
     publish_burst: int = 40
     #: Sustained publishes per second per session (token bucket).
     publish_rate: float = 20.0
-    #: Redis URL; unset means the embedded in-process broker (one process only).
+    #: Redis URL: redis://, rediss://, redis+cluster:// or redis+sentinel:// (see the README);
+    #: unset means the embedded in-process broker (one process only).
     redis_url: str | None = None
     #: Seconds between liveness probes of the Redis pub/sub connection.
     redis_probe_interval: float = 1 * SECONDS
@@ -106,14 +121,20 @@ class Settings:
     def validate(self) -> None:
         """Refuse values that cannot work, naming the setting."""
         positive = (
+            "frame_rate",
             "hook_timeout",
             "max_bad_frames",
             "max_channels_per_session",
+            "max_connections_per_client",
             "max_frame_bytes",
             "max_history",
             "max_inbound_backlog",
+            "max_recovery",
             "max_text_length",
+            "node_ttl",
             "outbound_queue",
+            "ping_interval",
+            "ping_timeout",
             "publish_burst",
             "publish_rate",
             "redis_probe_interval",

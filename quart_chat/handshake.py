@@ -6,7 +6,8 @@ with a status and a reason rather than an accepted-then-closed socket.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import jwt
 
@@ -19,8 +20,24 @@ if TYPE_CHECKING:
     from .service import ChatService
 
 
+@dataclass(frozen=True)
+class Identity:
+    """Who the handshake proved: the client id and, with a token, its claims."""
+
+    client_id: str
+    claims: dict[str, Any] | None = None
+    #: The token's ``channels`` claim (exact names or ``prefix*``); None: no limit.
+    channels: tuple[str, ...] | None = None
+
+
 async def identify(service: ChatService, request: Websocket) -> str:
     """The client id for this handshake, or raise :class:`HandshakeRefused`."""
+    return (await identify_client(service, request)).client_id
+
+
+async def identify_client(service: ChatService, request: Websocket) -> Identity:
+    """The :class:`Identity` of this handshake, or raise :class:`HandshakeRefused`."""
+    claims: dict[str, Any] | None = None
     check_origin(service.settings.allowed_origins, request.headers.get("Origin"))
     try:
         client_id = await service.hooks.first("authenticate", request=request)
@@ -28,14 +45,46 @@ async def identify(service: ChatService, request: Websocket) -> str:
         raise HandshakeRefused(403 if exc.code == "forbidden" else 500, str(exc)) from None
     if client_id is None:
         if service.settings.jwt_secret:
-            client_id = _from_token(service, request)
+            claims = _claims(service, request)
+            client_id = str(claims["sub"])
         else:
             client_id = request.args.get("client_id")
             if client_id is None:
                 raise HandshakeRefused(400, "missing client_id query parameter")
     if not isinstance(client_id, str) or not is_valid_client_id(client_id):
         raise HandshakeRefused(400, "invalid client_id: use 1-64 of A-Z a-z 0-9 _ . -")
-    return client_id
+    return Identity(client_id, claims, _channels_claim(claims))
+
+
+async def admit(service: ChatService, client_id: str) -> None:
+    """Refuse (HTTP 429) a client id that already has ``max_connections_per_client``.
+
+    Counted from the store, so sessions on every process count; handshakes racing each
+    other on different processes may briefly pass the cap by their number.
+    """
+    limit = service.settings.max_connections_per_client
+    local = sum(1 for s in service.sessions if s.client_id == client_id)
+    if local < limit:
+        try:
+            count = await service.store.session_count(client_id)
+        except ChatError:
+            count = local  # store down: the local count is all we can enforce
+        if max(local, count) < limit:
+            return
+    raise HandshakeRefused(
+        429, f"too many connections for this client id (at most {limit})"
+    )
+
+
+def _channels_claim(claims: dict[str, Any] | None) -> tuple[str, ...] | None:
+    if claims is None or "channels" not in claims:
+        return None
+    value = claims["channels"]
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(c, str) for c in value):
+        raise HandshakeRefused(401, "invalid token: 'channels' must be a list of strings")
+    return tuple(value)
 
 
 def check_origin(allowed: tuple[str, ...], origin: str | None) -> None:
@@ -44,7 +93,7 @@ def check_origin(allowed: tuple[str, ...], origin: str | None) -> None:
         raise HandshakeRefused(403, f"origin {origin!r} is not allowed")
 
 
-def _from_token(service: ChatService, request: Websocket) -> str:
+def _claims(service: ChatService, request: Websocket) -> dict[str, Any]:
     settings = service.settings
     token = request.args.get("token")
     header = request.headers.get("Authorization", "")
@@ -65,4 +114,6 @@ def _from_token(service: ChatService, request: Websocket) -> str:
         raise HandshakeRefused(401, "token expired") from None
     except jwt.InvalidTokenError as exc:
         raise HandshakeRefused(401, f"invalid token: {exc}") from None
-    return str(claims["sub"])
+    if not isinstance(claims.get("sub"), str):
+        raise HandshakeRefused(401, "invalid token: 'sub' must be a string")
+    return dict(claims)

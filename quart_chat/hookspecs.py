@@ -158,3 +158,19 @@ def history(channel: str, limit: int, before: str | None) -> list[Message] | Non
     non-None result wins; if every plugin returns ``None`` the client gets
     ``history_unavailable``.
     """
+
+
+@hookspec
+def recover(channel: str, since: str, limit: int) -> list[Message] | None:
+    """Serve recovery: the messages of ``channel`` published after message id ``since``.
+
+    Runs when a client subscribes with ``since`` (typically after a reconnect). Return
+    the messages strictly after ``since``, **oldest first**, at most ``limit`` of them
+    (the server asks for one more than it will replay, so returning ``limit`` messages
+    tells it there were too many). Return ``None`` when ``since`` is not (or no longer)
+    known for the channel: the server cannot then prove that nothing was lost. The
+    client is told ``recovered: true`` only when a plugin returned a complete list, and
+    is otherwise sent nothing and expected to fetch ``history``. The plugin must store
+    messages in publish order with increasing offsets (Redis Streams, SQLite rowids).
+    First non-None result wins; ``async def`` is allowed.
+    """

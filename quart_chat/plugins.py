@@ -30,6 +30,8 @@ from .errors import ChatError, ConfigError, InternalError
 log = logging.getLogger("quart_chat.plugins")
 
 ENTRY_POINT_GROUP = "quart_chat"
+#: Name prefix of plugins the server registers itself (not listed by :func:`describe`).
+BUILTIN_PREFIX = "quart_chat."
 
 
 class HookFailed(InternalError):
@@ -136,9 +138,15 @@ def _import_module(name: str) -> object:
 
 
 def describe(pm: pluggy.PluginManager) -> list[tuple[str, list[str]]]:
-    """(plugin name, sorted hook names) for every registered plugin."""
+    """(plugin name, sorted hook names) for every registered plugin.
+
+    The server's own built-in plugins (named ``quart_chat.*``, e.g. the node heartbeat)
+    are left out: they are part of the server, not something a user loaded.
+    """
     rows = []
     for name, plugin in pm.list_name_plugin():
+        if name.startswith(BUILTIN_PREFIX):
+            continue
         hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or ())
         rows.append((name, hooks))
     return rows

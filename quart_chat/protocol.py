@@ -27,6 +27,7 @@ CLOSE_POLICY = 1008  # too many bad frames
 CLOSE_TOO_BIG = 1009  # frame beyond the transport limit
 CLOSE_INTERNAL = 1011
 CLOSE_SLOW_CONSUMER = 4000  # outbound queue full: the client stopped reading
+CLOSE_DEAD_PEER = 4001  # no frame and no pong within ping_interval + ping_timeout
 
 RequestId = int | str | None
 
@@ -56,6 +57,9 @@ class _Frame(msgspec.Struct, kw_only=True, tag_field="type"):
 
 class Subscribe(_Frame, tag="subscribe"):
     channel: str
+    #: Recovery: the last message id the client saw on ``channel`` (needs a plugin
+    #: implementing the ``recover`` hook); the result then carries ``recovered``.
+    since: str | None = None
 
 
 class Unsubscribe(_Frame, tag="unsubscribe"):

@@ -55,6 +55,8 @@ class ChatService:
         self.sessions: set[Session] = set()
         self._filters = self.hooks.implemented("filter_message")
         self._background: set[asyncio.Task[None]] = set()
+        #: The node heartbeat and dead-node reaper (Redis only; see presence.py).
+        self.presence = _node_presence(self)
 
     async def start(self, app: Quart) -> None:
         """Connect the broker and start plugins; raises if either cannot start."""
@@ -151,10 +153,16 @@ class ChatService:
     def _on_gap(self, channels: Collection[str]) -> None:
         """The broker reconnected: warn subscribers and restore this process's records
         (a restarted Redis has forgotten them)."""
-        self.hub.gap(channels)
-        task = asyncio.create_task(self._restore_records())
+        task = asyncio.create_task(self._restore_then_gap(channels))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _restore_then_gap(self, channels: Collection[str]) -> None:
+        # Records first (bounded), then the notice: a client that reacts to ``gap`` by
+        # asking for presence or history already sees this process's sessions again.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._restore_records(), 2.0)
+        self.hub.gap(channels)
 
     async def _restore_records(self) -> None:
         try:
@@ -175,6 +183,17 @@ class ChatService:
             "channels": len(self.hub.members),
             **broker,
         }
+
+
+def _node_presence(service: ChatService) -> Any:
+    client = getattr(service.store, "redis", None)
+    if client is None:
+        return None
+    from .presence import NodePresence
+
+    presence = NodePresence(service, client)
+    service.pm.register(presence, name="quart_chat.presence")
+    return presence
 
 
 #: Fields a filter may not change: the channel was authorized, the sender authenticated.

@@ -11,7 +11,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, logs, metrics, protocol
+import msgspec
+
+from . import __version__, liveness, logs, metrics, protocol
 from .errors import (
     AlreadySubscribed,
     BadFrame,
@@ -95,6 +97,14 @@ class Session:
         self._closing: asyncio.Future[None] | None = None
         self._publishes = TokenBucket(settings.publish_rate, settings.publish_burst)
         self._abuse = TokenBucket(settings.max_bad_frames / 10, settings.max_bad_frames)
+        self._frames = TokenBucket(settings.frame_rate, 2 * settings.frame_rate)
+        #: Claims of the client's token (None in development mode or via ``authenticate``).
+        self.claims: dict[str, Any] | None = None
+        #: Channel patterns the token's ``channels`` claim allows; None means no limit.
+        self.allowed_channels: tuple[str, ...] | None = None
+        self._last_frame = time.monotonic()
+        # channel -> live frames held back while missed messages are recovered
+        self._held: dict[str, list[tuple[str | None, str]]] = {}
         self._handlers: dict[type[ClientFrame], Callable[[Any], Awaitable[Any]]] = {
             Subscribe: self._subscribe,
             Unsubscribe: self._unsubscribe,
@@ -112,6 +122,8 @@ class Session:
 
     def deliver(self, frame: str) -> None:
         """Queue one frame; a full queue means the client stopped reading: close it."""
+        if self._held and self._hold(frame):
+            return
         outbox = self._outbox
         if len(outbox) >= self._outbox_limit:
             if self.close_code is None:
@@ -154,6 +166,7 @@ class Session:
             asyncio.create_task(self._send_loop(), name=f"send {self.id}"),
             asyncio.create_task(self._receive_loop(), name=f"receive {self.id}"),
             closing,
+            asyncio.create_task(self._watch_peer(), name=f"liveness {self.id}"),
         ]
         try:
             try:
@@ -260,11 +273,19 @@ class Session:
         receive = self._websocket.receive
         max_bytes = self._settings.max_frame_bytes
         backlog, max_backlog = _inbound_backlog(self._websocket), self._settings.max_inbound_backlog
+        frames = self._frames
         while True:
             data = await receive()
+            if self.close_code is not None:
+                return  # closing: do not act on (or answer) anything more
             if backlog() > max_backlog:
                 self.close(protocol.CLOSE_POLICY, "too many frames sent without waiting")
                 return
+            self._last_frame = time.monotonic()
+            if not frames.take():
+                self._fail(None, RateLimited(
+                    f"more than {self._settings.frame_rate:g} frames per second"))
+                continue
             try:
                 frame = protocol.decode(data, max_bytes)
             except FrameError as exc:
@@ -294,6 +315,10 @@ class Session:
     # -- operations ------------------------------------------------------------------------
 
     async def _authorize(self, action: str, channel: str) -> None:
+        if self.allowed_channels is not None and not channel_allowed(
+            self.allowed_channels, channel
+        ):
+            raise Forbidden(f"your token does not allow {action} on {channel!r}")
         calls = self._service.hooks
         for impl in reversed(calls.pm.hook.authorize.get_hookimpls()):
             allowed = await calls.call(
@@ -311,15 +336,24 @@ class Session:
             raise Forbidden(f"subscription limit reached: at most {limit} channels per session")
         await self._authorize("subscribe", channel)
         service = self._service
-        await service.hub.join(self, channel)
-        self.channels.add(channel)
+        if frame.since is not None:
+            self._held[channel] = []  # live frames wait until the missed ones are out
         try:
-            await service.store.join(self.id, self.client_id, channel)
-        except Unavailable:
-            self.channels.discard(channel)
-            await service.hub.leave(self, channel)
+            await service.hub.join(self, channel)
+            self.channels.add(channel)
+            try:
+                await service.store.join(self.id, self.client_id, channel)
+            except Unavailable:
+                self.channels.discard(channel)
+                await service.hub.leave(self, channel)
+                raise
+        except BaseException:
+            self._held.pop(channel, None)
             raise
-        self.deliver(protocol.result(frame.id))
+        if frame.since is None:
+            self.deliver(protocol.result(frame.id))
+        else:
+            await self._recover(frame.id, channel, frame.since)
         await service.notify("client_subscribed", session=self, channel=channel)
         return _ANSWERED
 
@@ -380,6 +414,92 @@ class Session:
 
     async def _ping(self, frame: Ping) -> dict[str, Any]:
         return {"ts": time.time()}
+
+    # -- reliability: recovery, dead peers ----------------------------------------------
+
+    async def _recover(self, request_id: protocol.RequestId, channel: str, since: str) -> None:
+        """Answer a ``subscribe`` with ``since``: the missed messages, then live ones.
+
+        Live frames for ``channel`` were held back since before the broker subscription,
+        so nothing falls between the stored messages and the live stream; a live frame
+        that was also recovered (same ``mid``) is sent once.
+        """
+        limit = min(self._settings.max_recovery, max(1, self._settings.outbound_queue // 2))
+        missed: list[Message] | None = None
+        try:
+            missed = await self._service.hooks.first(
+                "recover", channel=channel, since=since, limit=limit + 1
+            )
+        except ChatError:
+            missed = None  # logged by the hook runner; the client is told below
+        recovered = missed is not None and len(missed) <= limit
+        frames = [protocol.encode_message(m).decode() for m in missed or ()] if recovered else []
+        held = self._held.pop(channel, [])
+        self.deliver(protocol.result(request_id, {"recovered": recovered, "missed": len(frames)}))
+        seen = {m.mid for m in missed or ()} if recovered else set()
+        for frame in frames:
+            self.deliver(frame)
+        for mid, frame in held:
+            if mid is None or mid not in seen:
+                self.deliver(frame)
+
+    def _hold(self, frame: str) -> bool:
+        """Keep ``frame`` back if its channel is being recovered; True when held."""
+        try:
+            value = msgspec.json.decode(frame)
+        except msgspec.DecodeError:
+            return False
+        if not isinstance(value, dict):
+            return False
+        held = self._held.get(value.get("channel"))  # type: ignore[arg-type]
+        if held is None:
+            return False
+        if len(held) >= self._settings.outbound_queue:
+            self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
+        else:
+            mid = value.get("mid")
+            held.append((mid if isinstance(mid, str) else None, frame))
+        return True
+
+    async def _watch_peer(self) -> None:
+        """Close a peer that sent nothing (no frame, no pong) for ping interval + timeout.
+
+        hypercorn pings when configured with ``websocket_ping_interval`` (``quart-chat
+        serve`` does); under a hypercorn run without it, this loop sends the pings. Without
+        the transport stamp (see :mod:`quart_chat.liveness`) nothing is enforced.
+        """
+        settings = self._settings
+        allowed = settings.ping_interval + settings.ping_timeout
+        step = max(0.05, min(1.0, settings.ping_timeout / 4))
+        scope = getattr(self._websocket, "scope", None) or {}
+        await asyncio.sleep(step)
+        activity = liveness.activity_of(scope)
+        if activity is None:
+            return
+        next_ping = time.monotonic() + settings.ping_interval
+        while True:
+            await asyncio.sleep(step)
+            now = time.monotonic()
+            if not activity.hypercorn_pings and now >= next_ping:
+                next_ping = now + settings.ping_interval
+                with contextlib.suppress(Exception):  # a closing socket: the loop ends soon
+                    await asyncio.wait_for(activity.ping(), CLOSE_TIMEOUT)
+            silent = now - max(self._last_frame, activity.last)
+            if silent > allowed:
+                log.info("session %s: no pong or frame for %.1fs; closing", self.id, silent)
+                self.close(protocol.CLOSE_DEAD_PEER, "no pong: peer presumed dead")
+                return
+
+
+def channel_allowed(patterns: tuple[str, ...], channel: str) -> bool:
+    """Does a token's ``channels`` claim allow ``channel``? Exact names; ``prefix*`` globs."""
+    for pattern in patterns:
+        if pattern.endswith("*"):
+            if channel.startswith(pattern[:-1]):
+                return True
+        elif channel == pattern:
+            return True
+    return False
 
 
 def _asgi_text_sender(websocket: Any) -> Callable[[str], Awaitable[None]] | None:

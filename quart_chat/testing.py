@@ -180,6 +180,8 @@ class ServerThread(_LoopbackAddress):
         config.bind = [self.settings.bind]
         config.graceful_timeout = 1.0
         config.websocket_max_message_size = self.settings.max_frame_bytes * 4
+        # Pings make live clients answer (pongs); quiet dead peers are closed (4001).
+        config.websocket_ping_interval = self.settings.ping_interval
         config.accesslog = None
         config.errorlog = None
         loop = asyncio.new_event_loop()
@@ -275,3 +277,426 @@ class ServerProcess(_LoopbackAddress):
         self.stop()
         with contextlib.suppress(OSError):
             os.unlink(self.log_path)
+
+
+# -- Redis Cluster and Sentinel (issue 7) ------------------------------------------------
+
+
+def redis_version() -> tuple[int, ...]:
+    """The installed ``redis-server`` version, e.g. ``(7, 0, 15)``."""
+    out = subprocess.run(["redis-server", "--version"], capture_output=True, check=True,
+                         timeout=10).stdout.decode()
+    version = out.split("v=", 1)[1].split()[0]
+    return tuple(int(part) for part in version.split(".") if part.isdigit())
+
+
+def _wait_until(check: Any, what: str, timeout: float = 30.0) -> None:
+    """Poll ``check()`` until it is true; a bounded loop that names what it waited for."""
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return
+        except (OSError, subprocess.SubprocessError) as exc:
+            last = exc
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} after {timeout}s (last error: {last})")
+
+
+def _free_ports(count: int) -> list[int]:
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
+class LocalCluster:
+    """A private Redis Cluster on loopback: ``primaries`` shards with ``replicas`` each.
+
+    Every node is a :class:`RedisServer` (own port, own cluster bus port, stopped by its
+    PID). ``node_timeout_ms`` is short so a killed primary fails over in seconds.
+    """
+
+    def __init__(self, primaries: int = 3, replicas: int = 0, node_timeout_ms: int = 1000) -> None:
+        if redis_version() < (7,):
+            raise RuntimeError("sharded pub/sub needs redis-server 7.0 or later")
+        self.primaries, self.replicas = primaries, replicas
+        count = primaries * (1 + replicas)
+        ports = _free_ports(2 * count)
+        self.nodes = [
+            RedisServer(ports[2 * i], "--cluster-enabled", "yes",
+                        "--cluster-config-file", "nodes.conf",
+                        "--cluster-node-timeout", str(node_timeout_ms),
+                        "--cluster-port", str(ports[2 * i + 1]),
+                        # a young replica may always take over (no data-age check)
+                        "--cluster-replica-validity-factor", "0",
+                        "--logfile", "redis.log")
+            for i in range(count)
+        ]
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` with every node as a seed."""
+        return "redis+cluster://" + ",".join(f"{LOOPBACK}:{n.port}" for n in self.nodes)
+
+    def start(self) -> LocalCluster:
+        for node in self.nodes:
+            node.start()
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"{LOOPBACK}:{n.port}" for n in self.nodes),
+             "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+            capture_output=True, check=True, timeout=60,
+        )
+        self.wait_healthy()
+        return self
+
+    def alive(self) -> list[RedisServer]:
+        return [n for n in self.nodes if n.process is not None and n.process.poll() is None]
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until every live node says ``cluster_state:ok`` and all agree on the owners."""
+
+        def healthy() -> bool:
+            alive = self.alive()
+            if not all("cluster_state:ok" in n.cli("CLUSTER", "INFO") for n in alive):
+                return False
+            views = {repr(sorted(self.owners(n).items())) for n in alive}
+            primaries = {port for port, _ in self.owners(alive[0]).items()}
+            return len(views) == 1 and len(primaries) == self.primaries
+        _wait_until(healthy, "cluster not healthy", timeout)
+
+    def node_ids(self) -> dict[int, str]:
+        """port -> node id."""
+        return {n.port: n.cli("CLUSTER", "MYID").strip() for n in self.alive()}
+
+    def owners(self, asked: RedisServer | None = None) -> dict[int, list[tuple[int, int]]]:
+        """primary port -> its slot ranges, as ``asked`` (a live node) sees them."""
+        asked = asked or self.alive()[0]
+        table: dict[int, list[tuple[int, int]]] = {}
+        for line in asked.cli("CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if len(fields) < 8 or "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            ranges = []
+            for item in fields[8:]:
+                if item.startswith("["):
+                    continue  # a slot being imported or migrated
+                start, _, end = item.partition("-")
+                ranges.append((int(start), int(end or start)))
+            if ranges:
+                table[port] = ranges
+        return table
+
+    def owner(self, slot: int) -> RedisServer:
+        """The live primary that owns ``slot``."""
+        for port, ranges in self.owners().items():
+            if any(start <= slot <= end for start, end in ranges):
+                return self.server(port)
+        raise LookupError(f"no primary owns slot {slot}")
+
+    def server(self, port: int) -> RedisServer:
+        return next(n for n in self.nodes if n.port == port)
+
+    def replicas_of(self, primary: RedisServer) -> list[RedisServer]:
+        primary_id = primary.cli("CLUSTER", "MYID").strip()
+        return [n for n in self.alive() if n is not primary
+                and f"slave {primary_id}" in n.cli("CLUSTER", "NODES").split("myself", 1)[1]
+                .splitlines()[0]]
+
+    def migrate_slot(self, slot: int, target: RedisServer) -> None:
+        """Move ``slot`` and its keys to ``target`` the way ``redis-cli --cluster
+        reshard`` does: IMPORTING, MIGRATING, MIGRATE the keys, then NODE everywhere."""
+        source = self.owner(slot)
+        ids = self.node_ids()
+        target.cli("CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[source.port])
+        source.cli("CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[target.port])
+        for _ in range(10_000):
+            keys = source.cli("CLUSTER", "GETKEYSINSLOT", str(slot), "100").split()
+            if not keys:
+                break
+            source.cli("MIGRATE", LOOPBACK, str(target.port), "", "0", "5000", "KEYS", *keys)
+        target.cli("CLUSTER", "SETSLOT", str(slot), "NODE", ids[target.port])
+        source.cli("CLUSTER", "SETSLOT", str(slot), "NODE", ids[target.port])
+        for node in self.alive():
+            if node not in (source, target) and "master" in node.cli("ROLE"):
+                node.cli("CLUSTER", "SETSLOT", str(slot), "NODE", ids[target.port])
+
+    def kill(self, node: RedisServer) -> None:
+        """SIGKILL one node by its PID (a crash, not a shutdown)."""
+        if node.process is not None and node.process.poll() is None:
+            node.process.kill()
+            node.process.wait()
+        node.process = None
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+            shutil.rmtree(node.dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalCluster:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class SentinelServer(RedisServer):
+    """``redis-server sentinel.conf --sentinel`` watching one primary."""
+
+    def __init__(self, service: str, primary_port: int, quorum: int = 2,
+                 down_after_ms: int = 1000) -> None:
+        super().__init__()
+        self.conf = os.path.join(self.dir, "sentinel.conf")
+        with open(self.conf, "w") as conf:
+            conf.write(
+                f"port {self.port}\nbind {LOOPBACK}\ndir {self.dir}\n"
+                f"sentinel monitor {service} {LOOPBACK} {primary_port} {quorum}\n"
+                f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+                f"sentinel failover-timeout {service} 10000\n"
+                f"sentinel parallel-syncs {service} 1\n"
+            )
+
+    def start(self) -> SentinelServer:
+        self.process = subprocess.Popen([self.executable or "redis-server", self.conf,
+                                         "--sentinel"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+        return self
+
+
+class LocalSentinel:
+    """One primary, ``replicas`` replicas and ``sentinels`` Sentinels, all on loopback."""
+
+    def __init__(self, service: str = "quart-chat", replicas: int = 1,
+                 sentinels: int = 3) -> None:
+        self.service = service
+        self.primary = RedisServer()
+        self.replica_servers = [RedisServer(None, "--replicaof", LOOPBACK, str(self.primary.port))
+                                for _ in range(replicas)]
+        self.sentinels = [SentinelServer(service, self.primary.port, quorum=sentinels // 2 + 1)
+                          for _ in range(sentinels)]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"{LOOPBACK}:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}"
+
+    @property
+    def servers(self) -> list[RedisServer]:
+        return [self.primary, *self.replica_servers]
+
+    def start(self) -> LocalSentinel:
+        for server in self.servers:
+            server.start()
+        _wait_until(lambda: f"connected_slaves:{len(self.replica_servers)}"
+                    in self.primary.cli("INFO", "replication"), "replicas not connected")
+        for sentinel in self.sentinels:
+            sentinel.start()
+        others = len(self.sentinels) - 1
+
+        def ready() -> bool:
+            for sentinel in self.sentinels:
+                state = self.master_state(sentinel)
+                if (int(state.get("num-other-sentinels", -1)) != others
+                        or int(state.get("num-slaves", -1)) != len(self.replica_servers)):
+                    return False
+            return True
+        _wait_until(ready, "sentinels do not see each other and the replicas", 30)
+        return self
+
+    def master_state(self, sentinel: RedisServer) -> dict[str, str]:
+        lines = sentinel.cli("SENTINEL", "MASTER", self.service).splitlines()
+        return dict(zip(lines[::2], lines[1::2], strict=False))
+
+    def primary_port(self) -> int:
+        """The primary's port according to the first Sentinel that answers."""
+        for sentinel in self.sentinels:
+            try:
+                out = sentinel.cli("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service).split()
+            except subprocess.SubprocessError:
+                continue
+            if len(out) == 2:
+                return int(out[1])
+        raise LookupError("no sentinel answered")
+
+    def kill_primary(self) -> RedisServer:
+        """SIGKILL the current primary by its PID; the killed server."""
+        port = self.primary_port()
+        victim = next(s for s in self.servers if s.port == port)
+        if victim.process is not None:
+            victim.process.kill()
+            victim.process.wait()
+        victim.process = None
+        return victim
+
+    def wait_for_failover(self, old_port: int, timeout: float = 45.0) -> RedisServer:
+        """Until every Sentinel names a new primary that says it is one; that server."""
+
+        def promoted() -> bool:
+            ports = {int(self.master_state(s).get("port", old_port)) for s in self.sentinels}
+            if len(ports) != 1 or old_port in ports:
+                return False
+            server = next(s for s in self.servers if s.port in ports)
+            return server.cli("ROLE").startswith("master")
+        _wait_until(promoted, "no failover", timeout)
+        return next(s for s in self.servers if s.port == self.primary_port())
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, *self.servers]:
+            server.stop()
+            shutil.rmtree(server.dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalSentinel:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class TcpProxy:
+    """A loopback TCP proxy that can cut or stall every connection it carries.
+
+    Put it between a server and Redis (``redis://127.0.0.1:<proxy.port>``) to simulate
+    network faults that a killed or SIGSTOPped redis-server cannot: :meth:`cut` closes
+    every connection and refuses new ones (a dropped link), :meth:`stall` keeps every
+    socket open but forwards nothing (a black hole: no RST, no FIN, just silence), and
+    :meth:`restore` goes back to forwarding. One background thread, bounded buffers.
+    """
+
+    CHUNK = 64 * 1024
+
+    def __init__(self, target_port: int, port: int | None = None) -> None:
+        self.target_port = target_port
+        self.port = port or free_port()
+        self.mode = "forward"
+        self._pairs: dict[socket.socket, socket.socket] = {}
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def start(self) -> TcpProxy:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((LOOPBACK, self.port))
+        listener.listen(128)
+        listener.setblocking(False)
+        self._listener = listener
+        self._running = True
+        self._thread = threading.Thread(target=self._run, name=f"tcp proxy :{self.port}",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def cut(self) -> None:
+        """Close every carried connection and refuse new ones until :meth:`restore`."""
+        with self._lock:
+            self.mode = "cut"
+            self._close_all()
+
+    def stall(self) -> None:
+        """Forward nothing, in either direction, on old and new connections alike."""
+        with self._lock:
+            self.mode = "stall"
+
+    def restore(self) -> None:
+        with self._lock:
+            self.mode = "forward"
+
+    @property
+    def connections(self) -> int:
+        return len(self._pairs) // 2
+
+    def _close_all(self) -> None:
+        for sock in list(self._pairs):
+            with contextlib.suppress(OSError):
+                sock.close()
+        self._pairs.clear()
+
+    def _run(self) -> None:
+        import selectors
+
+        assert self._listener is not None
+        while self._running:
+            # A fresh selector per round: sockets closed by cut() never linger in it.
+            with self._lock:
+                forwarding = self.mode == "forward"
+                wanted = [s for s in self._pairs if forwarding and s.fileno() >= 0]
+            with selectors.DefaultSelector() as selector:
+                selector.register(self._listener, selectors.EVENT_READ)
+                for sock in wanted:
+                    selector.register(sock, selectors.EVENT_READ)
+                ready = selector.select(0.05)
+            for key, _ in ready:
+                if key.fileobj is self._listener:
+                    self._accept()
+                else:
+                    self._pump(key.fileobj)  # type: ignore[arg-type]
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        try:
+            client, _ = self._listener.accept()
+        except OSError:
+            return
+        with self._lock:
+            if self.mode == "cut":
+                client.close()
+                return
+            try:
+                upstream = socket.create_connection((LOOPBACK, self.target_port), 2)
+            except OSError:
+                client.close()
+                return
+            client.settimeout(2.0)  # sendall() never hangs the proxy thread for long
+            upstream.settimeout(2.0)
+            self._pairs[client] = upstream
+            self._pairs[upstream] = client
+
+    def _pump(self, sock: socket.socket) -> None:
+        with self._lock:
+            peer = self._pairs.get(sock)
+            if peer is None or self.mode != "forward":
+                return
+            try:
+                data = sock.recv(self.CHUNK)
+                if data:
+                    peer.sendall(data)
+                    return
+            except OSError:
+                pass
+            for end in (sock, peer):
+                self._pairs.pop(end, None)
+                with contextlib.suppress(OSError):
+                    end.close()
+
+    def stop(self) -> None:
+        self._running = False
+        if self._thread is not None:
+            self._thread.join(5)
+        with self._lock:
+            self._close_all()
+        if self._listener is not None:
+            self._listener.close()
+
+    def __enter__(self) -> TcpProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 import pytest
 
 from quart_chat.config import Settings
-from quart_chat.testing import RedisServer, ServerThread
+from quart_chat.testing import LocalCluster, RedisServer, ServerThread
 
 from .wsclient import Client
 
-BROKERS = ["memory", "redis"]
+BROKERS = ["memory", "redis", "cluster"]
 
 
 @pytest.fixture(scope="session")
@@ -32,9 +32,25 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalCluster]:
+    """One real 3-primary Redis Cluster on free loopback ports for the whole run."""
+    with LocalCluster(primaries=3) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def cluster_url(redis_cluster: LocalCluster) -> str:
+    """The private cluster with every primary emptied (``redis+cluster://`` URL)."""
+    for node in redis_cluster.alive():
+        if node.cli("ROLE").startswith("master"):
+            node.cli("FLUSHALL")
+    return redis_cluster.url
+
+
 @pytest.fixture(params=BROKERS)
 def broker(request: pytest.FixtureRequest) -> str:
-    """Run the test once with the embedded broker and once with real Redis."""
+    """Run the test with the embedded broker, one real Redis and a Redis Cluster."""
     return str(request.param)
 
 
@@ -43,6 +59,8 @@ def settings(broker: str, request: pytest.FixtureRequest) -> Settings:
     base = Settings(redis_probe_interval=0.2)
     if broker == "redis":
         return base.replace(redis_url=request.getfixturevalue("redis_url"))
+    if broker == "cluster":
+        return base.replace(redis_url=request.getfixturevalue("cluster_url"))
     return base
 
 

@@ -149,6 +149,8 @@ class RedisBroker:
         # resubscribes what is still in self._channels.
 
     async def publish(self, channel: str, payload: bytes) -> None:
+        if not self._connected.is_set():  # known down: answer now, not after a timeout
+            raise Unavailable("the message broker is unreachable; retry shortly")
         try:
             await self._redis.publish(self._prefix + channel.encode(), payload)
         except REDIS_DOWN as exc:
@@ -198,13 +200,7 @@ class RedisBroker:
             delay = min(delay * 2, BACKOFF_MAX)
 
     async def _listen_once(self, *, resubscribed: bool) -> None:
-        client = aioredis.Redis.from_url(
-            self._url,
-            socket_connect_timeout=CONNECT_TIMEOUT,
-            socket_keepalive=True,
-            retry=Retry(NoBackoff(), 0),
-            client_name=self._client_name,
-        )
+        client = self._pubsub_client()
         pubsub = client.pubsub()
         try:
             channels = sorted(self._channels)
@@ -228,6 +224,16 @@ class RedisBroker:
                 await asyncio.wait_for(pubsub.aclose(), 1.0)  # type: ignore[no-untyped-call]
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.aclose(), 1.0)
+
+    def _pubsub_client(self) -> aioredis.Redis:
+        """A fresh client for one pub/sub connection (Sentinel asks for the primary)."""
+        return aioredis.Redis.from_url(
+            self._url,
+            socket_connect_timeout=CONNECT_TIMEOUT,
+            socket_keepalive=True,
+            retry=Retry(NoBackoff(), 0),
+            client_name=self._client_name,
+        )
 
     async def _await_confirmations(self, pubsub: Any, count: int) -> None:
         deadline = time.monotonic() + SUBSCRIBE_TIMEOUT

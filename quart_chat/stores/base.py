@@ -26,3 +26,6 @@ class Store(Protocol):
 
     async def client_channels(self, client_id: str) -> list[str]:
         """Channels any session of ``client_id`` is subscribed to, sorted."""
+
+    async def session_count(self, client_id: str) -> int:
+        """How many live sessions ``client_id`` has (on every process)."""

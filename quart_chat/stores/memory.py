@@ -38,6 +38,9 @@ class MemoryStore:
     async def presence(self, channel: str) -> list[str]:
         return sorted(set(self.members.get(channel, {}).values()))
 
+    async def session_count(self, client_id: str) -> int:
+        return len(self.clients.get(client_id, ()))
+
     async def client_channels(self, client_id: str) -> list[str]:
         channels: set[str] = set()
         for session_id in self.clients.get(client_id, ()):

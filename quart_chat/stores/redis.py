@@ -25,9 +25,11 @@ class RedisStore:
 
     def __init__(self, client: aioredis.Redis, *, prefix: str) -> None:
         self._redis = client
+        #: The command client, shared with the node heartbeat (quart_chat.presence).
+        self.redis = client
         self._prefix = prefix
 
-    def session_key(self, session_id: str) -> str:
+    def session_key(self, session_id: str, client_id: str) -> str:
         return f"{self._prefix}:session:{session_id}"
 
     def client_key(self, client_id: str) -> str:
@@ -41,22 +43,22 @@ class RedisStore:
 
     async def join(self, session_id: str, client_id: str, channel: str) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        pipe.sadd(self.session_key(session_id), channel)
+        pipe.sadd(self.session_key(session_id, client_id), channel)
         pipe.hset(self.presence_key(channel), session_id, client_id)
         await self._run(pipe.execute())
 
     async def leave(self, session_id: str, client_id: str, channel: str) -> None:
         pipe = self._redis.pipeline(transaction=False)
-        pipe.srem(self.session_key(session_id), channel)
+        pipe.srem(self.session_key(session_id, client_id), channel)
         pipe.hdel(self.presence_key(channel), session_id)
         await self._run(pipe.execute())
 
     async def disconnect(self, session_id: str, client_id: str, channels: Collection[str]) -> None:
-        recorded = await self._run(self._redis.smembers(self.session_key(session_id)))
+        recorded = await self._run(self._redis.smembers(self.session_key(session_id, client_id)))
         pipe = self._redis.pipeline(transaction=False)
         for channel in {*channels, *(_text(c) for c in recorded)}:
             pipe.hdel(self.presence_key(channel), session_id)
-        pipe.delete(self.session_key(session_id))
+        pipe.delete(self.session_key(session_id, client_id))
         pipe.srem(self.client_key(client_id), session_id)
         await self._run(pipe.execute())
 
@@ -64,11 +66,14 @@ class RedisStore:
         members = await self._run(self._redis.hvals(self.presence_key(channel)))
         return sorted({_text(m) for m in members})
 
+    async def session_count(self, client_id: str) -> int:
+        return int(await self._run(self._redis.scard(self.client_key(client_id))))
+
     async def client_channels(self, client_id: str) -> list[str]:
         sessions = await self._run(self._redis.smembers(self.client_key(client_id)))
         if not sessions:
             return []
-        keys = [self.session_key(_text(s)) for s in sessions]
+        keys = [self.session_key(_text(s), client_id) for s in sessions]
         channels = await self._run(self._redis.sunion(keys))
         return sorted(_text(c) for c in channels)
 

@@ -1,0 +1,222 @@
+"""Presence that heals: a per-process heartbeat in Redis, and reaping of dead processes.
+
+Every server process (node) using Redis registers itself in ``P:nodes`` (a sorted set,
+score = last heartbeat, Redis server time) every ``node_ttl / 5`` seconds and lists its
+live sessions in ``P:node:<node_id>`` (a hash session id -> client id). A process that
+dies without cleaning up (SIGKILL, OOM, power loss) stops beating; after ``3/5`` of
+``node_ttl`` without a beat, any surviving process takes a short lock on it and removes
+its sessions from the per-client and presence records, then calls the
+``client_disconnected`` hook once for each of them with a :class:`LostSession`
+(``close_code`` 1006). So a dead node's clients vanish from ``presence`` within
+``node_ttl``.
+
+The ``client_disconnected`` calls for a dead node are **best-effort**: they need a
+surviving process with Redis at hand, fire on that process (not the one the client was
+connected to), and are lost if every process dies; with no survivors the records are
+cleaned by the first process to start again. A live process wrongly presumed dead (its
+event loop stalled for longer than the threshold) notices on its next beat and
+re-registers its sessions, so presence heals in that direction too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, cast
+
+from .brokers.redis import REDIS_DOWN
+from .errors import ChatError
+from .hookspecs import hookimpl
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from quart import Quart
+
+    from .service import ChatService
+    from .session import Session
+    from .stores.redis import RedisStore
+
+log = logging.getLogger("quart_chat.presence")
+
+#: Safety net: a node's session list disappears by itself after a day unrefreshed.
+NODE_RECORD_MAX_AGE = 24 * 3600
+REAP_LOCK_SECONDS = 30
+
+
+@dataclass
+class LostSession:
+    """What ``client_disconnected`` receives for a session of a dead process."""
+
+    id: str
+    client_id: str
+    node_id: str
+    channels: set[str] = field(default_factory=set)
+    close_code: int = 1006
+    close_reason: str = "server process lost"
+    #: Always True: tells plugins this session ended on another, dead process.
+    lost: bool = True
+
+
+class NodePresence:
+    """The heartbeat and reaper, registered as an in-package plugin when Redis is used."""
+
+    def __init__(self, service: ChatService, client: aioredis.Redis) -> None:
+        self._service = service
+        self._redis = client
+        settings = service.settings
+        self.node_id = service.node_id
+        self.interval = settings.node_ttl / 5
+        self.dead_after = settings.node_ttl * 3 / 5
+        prefix = settings.key_prefix
+        self._nodes_key = f"{prefix}:nodes"
+        self._node_prefix = f"{prefix}:node:"
+        self._lock_prefix = f"{prefix}:reap:"
+        self._task: asyncio.Task[None] | None = None
+        self._token = secrets.token_hex(8)
+        #: Sessions of dead nodes this process has reaped (for /healthz and tests).
+        self.reaped = 0
+        self._down_logged = False
+        # True while this node is listed in P:nodes (it has had sessions since its beat)
+        self._registered = False
+
+    def node_key(self, node_id: str) -> str:
+        return self._node_prefix + node_id
+
+    # -- hooks ----------------------------------------------------------------------
+
+    @hookimpl
+    async def startup(self, app: Quart) -> None:
+        with contextlib.suppress(*REDIS_DOWN):
+            await self.beat()
+            await self.reap()  # leftovers of processes that died while none was running
+        self._task = asyncio.create_task(self._forever(), name="quart-chat node heartbeat")
+
+    @hookimpl
+    async def shutdown(self, app: Quart) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(*REDIS_DOWN):
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zrem(self._nodes_key, self.node_id)
+            pipe.delete(self.node_key(self.node_id))
+            await pipe.execute()
+
+    @hookimpl
+    async def client_connected(self, session: Session) -> None:
+        with contextlib.suppress(*REDIS_DOWN):  # the next beat re-registers it
+            await self._redis.hset(self.node_key(self.node_id), session.id, session.client_id)
+            if not self._registered:
+                await self.beat()
+
+    @hookimpl
+    async def client_disconnected(self, session: Session | LostSession) -> None:
+        if isinstance(session, LostSession):
+            return
+        with contextlib.suppress(*REDIS_DOWN):
+            await self._redis.hdel(self.node_key(self.node_id), session.id)
+
+    # -- the heartbeat ----------------------------------------------------------------
+
+    async def _forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.beat()
+                await self.reap()
+                self._down_logged = False
+            except asyncio.CancelledError:
+                raise
+            except REDIS_DOWN as exc:
+                if not self._down_logged:
+                    log.warning("node heartbeat: Redis unreachable (%s)", type(exc).__name__)
+                    self._down_logged = True
+            except Exception:
+                log.exception("node heartbeat failed")
+
+    async def _now(self) -> float:
+        seconds, micros = await self._redis.time()
+        return float(seconds) + micros / 1e6
+
+    async def beat(self) -> None:
+        """Refresh this node's heartbeat; re-register sessions if we were reaped.
+
+        A node without sessions has nothing anyone would need to clean up, so it takes
+        itself off the list (an idle server leaves no keys in Redis).
+        """
+        now = await self._now()
+        if not self._service.sessions:
+            if self._registered:
+                await self._redis.zrem(self._nodes_key, self.node_id)
+                self._registered = False
+            return
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zadd(self._nodes_key, {self.node_id: now})
+        pipe.expire(self.node_key(self.node_id), NODE_RECORD_MAX_AGE)
+        added, _ = await pipe.execute()
+        if added and self._registered:
+            await self._restore()
+        self._registered = True
+
+    async def _restore(self) -> None:
+        sessions = list(self._service.sessions)
+        log.warning("node %s was presumed dead; re-registering %d sessions",
+                    self.node_id, len(sessions))
+        store = self._service.store
+        for session in sessions:
+            with contextlib.suppress(ChatError):
+                await store.connect(session.id, session.client_id)
+                for channel in sorted(session.channels):
+                    await store.join(session.id, session.client_id, channel)
+            await self._redis.hset(self.node_key(self.node_id), session.id, session.client_id)
+
+    async def reap(self) -> int:
+        """Clean up after every node whose heartbeat is too old; sessions removed."""
+        now = await self._now()
+        dead = await self._redis.zrangebyscore(self._nodes_key, "-inf", now - self.dead_after)
+        removed = 0
+        for raw in dead:
+            node_id = _text(raw)
+            if node_id != self.node_id:
+                removed += await self._reap_node(node_id)
+        return removed
+
+    async def _reap_node(self, node_id: str) -> int:
+        lock = self._lock_prefix + node_id
+        if not await self._redis.set(lock, self._token, nx=True, ex=REAP_LOCK_SECONDS):
+            return 0  # another survivor is on it
+        store = self._service.store
+        lost: list[LostSession] = []
+        try:
+            sessions = await self._redis.hgetall(self.node_key(node_id))
+            for raw_id, raw_client in sessions.items():
+                session = LostSession(_text(raw_id), _text(raw_client), node_id)
+                # the store's own key for the session's channels (differs on a cluster)
+                key = cast("RedisStore", store).session_key(session.id, session.client_id)
+                recorded = await self._redis.smembers(key)
+                session.channels = {_text(c) for c in recorded}
+                await store.disconnect(session.id, session.client_id, session.channels)
+                lost.append(session)
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.delete(self.node_key(node_id))
+            pipe.zrem(self._nodes_key, node_id)
+            await pipe.execute()
+        finally:
+            with contextlib.suppress(*REDIS_DOWN):
+                await self._redis.delete(lock)
+        if lost:
+            log.warning("node %s stopped beating; removed its %d sessions from presence",
+                        node_id, len(lost))
+        self.reaped += len(lost)
+        for session in lost:
+            await self._service.notify("client_disconnected", session=session)
+        return len(lost)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+

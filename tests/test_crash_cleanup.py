@@ -1,0 +1,101 @@
+"""Crash cleanup: a SIGKILLed process's clients leave presence within ``node_ttl``, and a
+surviving process fires a best-effort ``client_disconnected`` for each of them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from quart_chat.testing import ServerProcess
+
+from .helpers import wait_until
+from .wsclient import Client
+
+pytestmark = pytest.mark.redis
+
+ROOT = Path(__file__).parent.parent
+NODE_TTL = 3.0
+
+
+def environment(redis_url: str, events: Path) -> dict[str, str]:
+    return {"QUART_CHAT_REDIS_URL": redis_url, "QUART_CHAT_NODE_TTL": str(NODE_TTL),
+            "QUART_CHAT_PLUGINS": "tests.lost_sessions_plugin",
+            "QUART_CHAT_TEST_EVENTS": str(events),
+            "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def keys(redis_server, pattern: str = "quart-chat:*") -> list[str]:
+    return sorted(redis_server.cli("--scan", "--pattern", pattern).split())
+
+
+def read_events(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line]
+
+
+def test_a_killed_process_s_clients_leave_presence_within_the_ttl(redis_server, redis_url,
+                                                                   tmp_path):
+    """SIGKILL one of two processes: the survivor removes its clients and tells plugins."""
+    events = tmp_path / "events.jsonl"
+    env = environment(redis_url, events)
+    with ServerProcess(env) as doomed, ServerProcess(env) as survivor:
+        victims = [Client(doomed.ws_url, f"victim{n}") for n in range(3)]
+        for victim in victims:
+            victim.ok("subscribe", channel="room")
+            victim.ok("subscribe", channel=f"own-{victim.welcome['client_id']}")
+        observer = Client(survivor.ws_url, "observer")
+        observer.ok("subscribe", channel="room")
+        everyone = ["observer", "victim0", "victim1", "victim2"]
+        assert observer.ok("presence", channel="room")["clients"] == everyone
+        sessions = {v.welcome["session"] for v in victims}
+        doomed.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        wait_until(lambda: observer.ok("presence", channel="room")["clients"] == ["observer"],
+                   NODE_TTL + 5, "dead clients gone from presence")
+        gone_after = time.monotonic() - killed
+        wait_until(lambda: len(read_events(events)) == 3, 5, "client_disconnected events")
+        lost = read_events(events)
+        print(f"\nSIGKILL: dead process's 3 clients left presence after {gone_after:.2f}s "
+              f"(node_ttl {NODE_TTL}s); {len(lost)} client_disconnected fired on the survivor")
+        assert gone_after <= NODE_TTL + 1.0
+        assert {e["client_id"] for e in lost} == {"victim0", "victim1", "victim2"}
+        assert {e["session"] for e in lost} == sessions
+        assert all(e["close_code"] == 1006 and e["pid"] == survivor.pid for e in lost)
+        assert all(e["channels"] == sorted(["room", f"own-{e['client_id']}"]) for e in lost)
+        for n in range(3):
+            assert observer.ok("presence", channel=f"own-victim{n}")["clients"] == []
+        for victim in victims:
+            victim.ws.close()
+        left = keys(redis_server)
+        assert not [k for k in left if "victim" in k or any(s in k for s in sessions)], left
+        observer.close()
+    wait_until(lambda: keys(redis_server) == [], 5, "no records after a clean shutdown")
+
+
+def test_leftovers_of_a_lone_dead_process_are_cleaned_by_the_next_one_to_start(
+        redis_server, redis_url, tmp_path):
+    """No survivor: the next process to start reaps the dead one's records."""
+    events = tmp_path / "events.jsonl"
+    env = environment(redis_url, events)
+    with ServerProcess(env) as doomed:
+        victim = Client(doomed.ws_url, "victim")
+        victim.ok("subscribe", channel="room")
+        doomed.stop(signal.SIGKILL)
+        killed = time.monotonic()
+        victim.ws.close()
+    assert "quart-chat:presence:room" in keys(redis_server)
+    with ServerProcess(env) as successor:
+        observer = Client(successor.ws_url, "observer")
+        wait_until(lambda: observer.ok("presence", channel="room")["clients"] == [],
+                   NODE_TTL + 5, "stale presence reaped")
+        print(f"\nlone SIGKILL: records reaped {time.monotonic() - killed:.2f}s after the kill "
+              f"by the next process")
+        assert [e["client_id"] for e in read_events(events)] == ["victim"]
+        observer.close()
+    wait_until(lambda: keys(redis_server) == [], 5, "no records left")
