@@ -328,8 +328,8 @@ def test_shard_primary_killed_and_replaced_by_its_replica():
             publisher.stop()
         cluster.wait_healthy()
         assert cluster.owner(slot) is heir
-        talker.ok("publish", channel=busy, text="end")
-        talker.ok("publish", channel=elsewhere, text="elsewhere end")
+        publish_retrying(talker, busy, "end")
+        publish_retrying(talker, elsewhere, "elsewhere end")
         frames = read_until(listener, has_text(elsewhere, "elsewhere end"),
                             read_until(listener, has_text(busy, "end"), frames))
 

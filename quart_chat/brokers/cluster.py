@@ -301,7 +301,12 @@ class ClusterBroker:
 
     async def publish(self, channel: str, payload: bytes) -> None:
         try:
-            await self._redis.spublish(channel_wire(self._prefix, channel), payload)
+            # Bounded: seen in CI, a publish through RedisCluster during a failover's node
+            # table rebuild never returned; the client gets ``unavailable`` and retries.
+            await asyncio.wait_for(
+                self._redis.spublish(channel_wire(self._prefix, channel), payload),
+                2 * COMMAND_TIMEOUT,
+            )
         except COMMAND_FAILED as exc:
             raise Unavailable("the message broker is unreachable; retry shortly") from exc
 
