@@ -169,19 +169,17 @@ class Session:
             asyncio.create_task(self._watch_peer(), name=f"liveness {self.id}"),
         ]
         try:
-            # Shielded: redis-py can swallow a cancellation that lands mid-command, and a
-            # client that leaves right now must still end this session.
-            connecting = asyncio.ensure_future(service.store.connect(self.id, self.client_id))
+            # Shielded: redis-py (in the store or a plugin) can swallow a cancellation that
+            # lands mid-command, and a client that leaves right now must still end this
+            # session, so this handler only ever awaits a future it owns.
+            opening = asyncio.ensure_future(self._open())
             try:
-                await asyncio.shield(connecting)
-            except Unavailable:
-                log.warning("session %s: store unreachable at connect", self.id)
+                await asyncio.shield(opening)
             except asyncio.CancelledError:
-                await asyncio.wait([connecting], timeout=CLOSE_TIMEOUT)  # record, then forget
-                if connecting.done() and not connecting.cancelled():
-                    connecting.exception()  # retrieved: an outage here is already logged
+                await asyncio.wait([opening], timeout=CLOSE_TIMEOUT)  # record, then forget
+                if opening.done() and not opening.cancelled():
+                    opening.exception()  # retrieved: failures are logged by _open
                 raise
-            await service.notify("client_connected", session=self)
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
@@ -194,6 +192,14 @@ class Session:
             # skip the cleanup, or the session stays listed and in the store for good.
             self._cleanup_task = asyncio.ensure_future(self._cleanup(tasks))  # a strong ref
             await asyncio.shield(self._cleanup_task)
+
+    async def _open(self) -> None:
+        """Record the session in the store and run ``client_connected``."""
+        try:
+            await self._service.store.connect(self.id, self.client_id)
+        except Unavailable:
+            log.warning("session %s: store unreachable at connect", self.id)
+        await self._service.notify("client_connected", session=self)
 
     async def _cleanup(self, tasks: list[asyncio.Future[Any]]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
