@@ -44,6 +44,8 @@ log = logging.getLogger("quart_chat.presence")
 #: Safety net: a node's session list disappears by itself after a day unrefreshed.
 NODE_RECORD_MAX_AGE = 24 * 3600
 REAP_LOCK_SECONDS = 30
+#: Sessions cleaned per pair of pipelines when sweeping or reaping.
+SWEEP_BATCH = 500
 
 
 @dataclass
@@ -66,6 +68,7 @@ class NodePresence:
     def __init__(self, service: ChatService, client: aioredis.Redis) -> None:
         self._service = service
         self._redis = client
+        self._store = cast("RedisStore", service.store)
         settings = service.settings
         self.node_id = service.node_id
         self.interval = settings.node_ttl / 5
@@ -81,6 +84,8 @@ class NodePresence:
         self._down_logged = False
         # True while this node is listed in P:nodes (it has had sessions since its beat)
         self._registered = False
+        #: Ended sessions whose records are still in Redis: swept on the next beat.
+        self._unswept = False
 
     def node_key(self, node_id: str) -> str:
         return self._node_prefix + node_id
@@ -100,7 +105,10 @@ class NodePresence:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(*REDIS_DOWN):
+        with contextlib.suppress(*REDIS_DOWN, ChatError):
+            await self.sweep()
+            # Only once swept: while the list stands, a survivor (or the next process to
+            # start) reaps what is left, as for a node that died.
             pipe = self._redis.pipeline(transaction=False)
             pipe.zrem(self._nodes_key, self.node_id)
             pipe.delete(self.node_key(self.node_id))
@@ -110,12 +118,17 @@ class NodePresence:
     async def client_connected(self, session: Session) -> None:
         with contextlib.suppress(*REDIS_DOWN):  # the next beat re-registers it
             await self._redis.hset(self.node_key(self.node_id), session.id, session.client_id)
+            if session.finished.is_set():  # it ended while this ran: its records may be back
+                self._unswept = True
             if not self._registered:
                 await self.beat()
 
     @hookimpl
     async def client_disconnected(self, session: Session | LostSession) -> None:
         if isinstance(session, LostSession):
+            return
+        if session.records_left:  # stays listed, so the sweep (or a reaper) finds it
+            self._unswept = True
             return
         with contextlib.suppress(*REDIS_DOWN):
             await self._redis.hdel(self.node_key(self.node_id), session.id)
@@ -127,6 +140,8 @@ class NodePresence:
             await asyncio.sleep(self.interval)
             try:
                 await self.beat()
+                if self._unswept:
+                    await self.sweep()
                 await self.reap()
                 self._down_logged = False
             except asyncio.CancelledError:
@@ -174,6 +189,30 @@ class NodePresence:
                     await store.join(session.id, session.client_id, channel)
             await self._redis.hset(self.node_key(self.node_id), session.id, session.client_id)
 
+    async def sweep(self) -> int:
+        """Remove the records of this node's ended sessions that are still listed.
+
+        A session that could not clean up after itself (Redis unreachable for a moment,
+        the server stopping) stays in this node's list; this removes its records in
+        bulk, with no hook calls (``client_disconnected`` ran when it ended).
+        """
+        self._unswept = False
+        listed = await self._redis.hgetall(self.node_key(self.node_id))
+        live = {session.id for session in self._service.sessions}
+        ended = [(_text(raw_id), _text(raw_client), ()) for raw_id, raw_client in listed.items()
+                 if _text(raw_id) not in live]
+        try:
+            for start in range(0, len(ended), SWEEP_BATCH):
+                batch = ended[start:start + SWEEP_BATCH]
+                await self._store.disconnect_many(batch)
+                await self._redis.hdel(self.node_key(self.node_id), *(s[0] for s in batch))
+        except BaseException:
+            self._unswept = True
+            raise
+        if ended:
+            log.info("swept the records of %d ended sessions", len(ended))
+        return len(ended)
+
     async def reap(self) -> int:
         """Clean up after every node whose heartbeat is too old; sessions removed."""
         now = await self._now()
@@ -189,18 +228,16 @@ class NodePresence:
         lock = self._lock_prefix + node_id
         if not await self._redis.set(lock, self._token, nx=True, ex=REAP_LOCK_SECONDS):
             return 0  # another survivor is on it
-        store = self._service.store
         lost: list[LostSession] = []
         try:
             sessions = await self._redis.hgetall(self.node_key(node_id))
-            for raw_id, raw_client in sessions.items():
-                session = LostSession(_text(raw_id), _text(raw_client), node_id)
-                # the store's own key for the session's channels (differs on a cluster)
-                key = cast("RedisStore", store).session_key(session.id, session.client_id)
-                recorded = await self._redis.smembers(key)
-                session.channels = {_text(c) for c in recorded}
-                await store.disconnect(session.id, session.client_id, session.channels)
-                lost.append(session)
+            entries = [(_text(raw_id), _text(raw_client), ()) for raw_id, raw_client
+                       in sessions.items()]
+            for start in range(0, len(entries), SWEEP_BATCH):
+                batch = entries[start:start + SWEEP_BATCH]
+                channels = await self._store.disconnect_many(batch)
+                lost += [LostSession(session_id, client_id, node_id, channels[session_id])
+                         for session_id, client_id, _ in batch]
             pipe = self._redis.pipeline(transaction=False)
             pipe.delete(self.node_key(node_id))
             pipe.zrem(self._nodes_key, node_id)

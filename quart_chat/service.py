@@ -55,6 +55,8 @@ class ChatService:
         self.sessions: set[Session] = set()
         self._filters = self.hooks.implemented("filter_message")
         self._background: set[asyncio.Task[None]] = set()
+        #: Set once shutdown has begun closing sessions.
+        self.stopping = False
         #: The node heartbeat and dead-node reaper (Redis only; see presence.py).
         self.presence = _node_presence(self)
 
@@ -86,6 +88,7 @@ class ChatService:
 
     async def close_sessions(self, code: int, reason: str) -> None:
         """Ask every session to close and wait (bounded) until they have cleaned up."""
+        self.stopping = True
         sessions = list(self.sessions)
         for session in sessions:
             session.close(code, reason)

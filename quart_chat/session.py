@@ -85,6 +85,10 @@ class Session:
         self.close_reason = ""
         #: Set once the session has left every channel and run its hooks.
         self.finished = asyncio.Event()
+        #: True when the session ended without removing its store records (Redis was
+        #: unreachable, or the server is stopping and removes them in bulk): the node
+        #: presence sweeps them (quart_chat.presence).
+        self.records_left = False
         self._service = service
         self._settings = settings
         self._websocket = websocket
@@ -214,8 +218,14 @@ class Session:
         try:
             for channel in channels:
                 await service.hub.leave(self, channel)
-            await service.store.disconnect(self.id, self.client_id, channels)
+            if service.stopping and service.presence is not None:
+                # a thousand sessions each cleaning up alone would queue for the command
+                # pool past the shutdown timeout; the presence sweeps them in bulk
+                self.records_left = True
+            else:
+                await service.store.disconnect(self.id, self.client_id, channels)
         except Exception:
+            self.records_left = True
             log.warning("session %s: cleanup incomplete", self.id, exc_info=True)
         if self.close_code is not None:
             with contextlib.suppress(Exception):

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from quart_chat.testing import ServerProcess
+from quart_chat.config import Settings
+from quart_chat.testing import ServerProcess, ServerThread, TcpProxy
 
 from .helpers import wait_until
 from .wsclient import Client
@@ -98,3 +99,34 @@ def test_leftovers_of_a_lone_dead_process_are_cleaned_by_the_next_one_to_start(
         assert [e["client_id"] for e in read_events(events)] == ["victim"]
         observer.close()
     wait_until(lambda: keys(redis_server) == [], 5, "no records left")
+
+
+def test_records_a_session_could_not_remove_are_swept_once_redis_is_back(redis_server):
+    """A client leaves while Redis is cut off: its session cannot remove its records, so
+    it stays in the node's list, and a heartbeat after Redis is back removes them."""
+    settings = Settings(key_prefix="sweep", node_ttl=1.0, redis_probe_interval=0.2)
+    with TcpProxy(redis_server.port) as proxy, \
+            ServerThread(settings.replace(redis_url=proxy.url)) as server:
+        stayer = Client(server.ws_url, "stayer")
+        stayer.ok("subscribe", channel="room")
+        leaver = Client(server.ws_url, "leaver")
+        leaver.ok("subscribe", channel="room")
+        session = next(s for s in server.service.sessions if s.client_id == "leaver")
+        proxy.cut()
+        leaver.close()
+        wait_until(session.finished.is_set, 10, "leaver's session ended")
+        assert session.records_left
+        assert redis_server.cli("HGET", "sweep:presence:room", session.id).strip() == "leaver"
+        proxy.restore()
+        wait_until(lambda: keys(redis_server, "sweep:*session:*") == keys_of(stayer)
+                   and keys(redis_server, "sweep:client:*") == ["sweep:client:stayer"],
+                   15, "the leaver's records swept")
+        assert stayer.ok("presence", channel="room")["clients"] == ["stayer"]
+        listed = redis_server.cli("HKEYS", f"sweep:node:{server.service.node_id}").split()
+        assert session.id not in listed
+        stayer.close()
+    wait_until(lambda: keys(redis_server, "sweep:*") == [], 5, "no records after shutdown")
+
+
+def keys_of(client: Client) -> list[str]:
+    return [f"sweep:session:{client.welcome['session']}"]

@@ -54,13 +54,32 @@ class RedisStore:
         await self._run(pipe.execute())
 
     async def disconnect(self, session_id: str, client_id: str, channels: Collection[str]) -> None:
-        recorded = await self._run(self._redis.smembers(self.session_key(session_id, client_id)))
+        await self.disconnect_many([(session_id, client_id, channels)])
+
+    async def disconnect_many(
+        self, sessions: Collection[tuple[str, str, Collection[str]]]
+    ) -> dict[str, set[str]]:
+        """Forget many sessions in two round trips (shutdown, sweeps, reaping dead nodes).
+
+        Each entry is (session id, client id, channels known to be subscribed); the
+        channels recorded in Redis are removed too, and returned per session id.
+        """
+        if not sessions:
+            return {}
+        reads = self._redis.pipeline(transaction=False)
+        for session_id, client_id, _ in sessions:
+            reads.smembers(self.session_key(session_id, client_id))
+        recorded = await self._run(reads.execute())
+        found: dict[str, set[str]] = {}
         pipe = self._redis.pipeline(transaction=False)
-        for channel in {*channels, *(_text(c) for c in recorded)}:
-            pipe.hdel(self.presence_key(channel), session_id)
-        pipe.delete(self.session_key(session_id, client_id))
-        pipe.srem(self.client_key(client_id), session_id)
+        for (session_id, client_id, channels), members in zip(sessions, recorded, strict=True):
+            found[session_id] = {_text(c) for c in members}
+            for channel in {*channels, *found[session_id]}:
+                pipe.hdel(self.presence_key(channel), session_id)
+            pipe.delete(self.session_key(session_id, client_id))
+            pipe.srem(self.client_key(client_id), session_id)
         await self._run(pipe.execute())
+        return found
 
     async def presence(self, channel: str) -> list[str]:
         members = await self._run(self._redis.hvals(self.presence_key(channel)))
