@@ -55,6 +55,7 @@ from .redis import (
     REDIS_DOWN,
     SUBSCRIBE_TIMEOUT,
     PubSubStalled,
+    bounded_publish,
 )
 
 log = logging.getLogger("quart_chat.cluster")
@@ -300,15 +301,11 @@ class ClusterBroker:
         self._drop(channel_wire(self._prefix, channel))
 
     async def publish(self, channel: str, payload: bytes) -> None:
-        try:
-            # Bounded: seen in CI, a publish through RedisCluster during a failover's node
-            # table rebuild never returned; the client gets ``unavailable`` and retries.
-            await asyncio.wait_for(
-                self._redis.spublish(channel_wire(self._prefix, channel), payload),
-                2 * COMMAND_TIMEOUT,
-            )
-        except COMMAND_FAILED as exc:
-            raise Unavailable("the message broker is unreachable; retry shortly") from exc
+        # Bounded: seen in CI, a publish through RedisCluster during a failover's node
+        # table rebuild never returned; the client gets ``unavailable`` and retries.
+        await bounded_publish(
+            self._redis.spublish(channel_wire(self._prefix, channel), payload), COMMAND_FAILED
+        )
 
     async def health(self) -> dict[str, Any]:
         try:
