@@ -132,14 +132,21 @@ def split_credentials(netloc: str) -> tuple[str | None, str | None, str]:
     return unquote(user) or None, unquote(password) or None, hosts
 
 
-def parse_cluster_url(url: str) -> ClusterTarget:
-    """``redis+cluster://[[user]:password@]host:port[,host:port...]`` -> its target."""
-    scheme, sep, rest = url.partition("://")
-    safe = f"{scheme}://{rest.rpartition('@')[2]}"
-    if scheme != "redis+cluster" or not sep:
-        raise ConfigError(f"QUART_CHAT_REDIS_URL: not a redis+cluster:// URL: {safe}")
+def split_url(url: str, scheme: str) -> tuple[str, str, str, str]:
+    """``scheme://netloc/path?query`` -> (safe, netloc, path, query), where ``safe`` is
+    the URL without credentials, for error messages."""
+    given, sep, rest = url.partition("://")
+    safe = f"{given}://{rest.rpartition('@')[2]}"
+    if given != scheme or not sep:
+        raise ConfigError(f"QUART_CHAT_REDIS_URL: not a {scheme}:// URL: {safe}")
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
+    return safe, netloc, path, query
+
+
+def parse_cluster_url(url: str) -> ClusterTarget:
+    """``redis+cluster://[[user]:password@]host:port[,host:port...]`` -> its target."""
+    safe, netloc, path, query = split_url(url, "redis+cluster")
     if query or path.strip("/"):
         raise ConfigError(
             f"QUART_CHAT_REDIS_URL: a cluster URL takes no database or options: {safe} "
