@@ -20,6 +20,7 @@ a real Redis; ``hook_timeout=0.5`` and friends work the same way.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -70,6 +71,13 @@ class ChatClient:
         self._next_id += 1
         request_id = self._next_id
         self.send({"type": kind, "id": request_id, **fields})
+        return self.reply(request_id)
+
+    def reply(self, request_id: Any) -> dict[str, Any]:
+        """The ``result`` or ``error`` frame for ``request_id`` (a frame you sent yourself).
+
+        Frames that arrive meanwhile are kept in :attr:`inbox`.
+        """
         while True:
             frame = self.recv()
             if frame["type"] in ("result", "error") and frame.get("id") == request_id:
@@ -77,9 +85,9 @@ class ChatClient:
             self.inbox.append(frame)
 
     def ok(self, kind: str, **fields: Any) -> dict[str, Any]:
-        """Like :meth:`request`, asserting that the reply is a result."""
+        """Like :meth:`request`, asserting that the reply is a successful result."""
         reply = self.request(kind, **fields)
-        assert reply["type"] == "result", reply
+        assert reply["type"] == "result" and reply["ok"] is True, reply
         return reply
 
     def error(self, kind: str, **fields: Any) -> dict[str, Any]:
@@ -105,7 +113,12 @@ class ChatClient:
         return self.next("message")
 
     def close(self) -> None:
-        self.ws.close()
+        """Close the connection; never raises, also when the server closed it first."""
+        import websocket
+
+        with contextlib.suppress(OSError, websocket.WebSocketException):
+            self.ws.close(timeout=1)
+        self.ws.shutdown()  # type: ignore[no-untyped-call]  # frees the socket in any case
 
 
 class ChatServer:

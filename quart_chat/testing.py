@@ -22,8 +22,9 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Self
 
 from .config import Settings
 
@@ -313,7 +314,34 @@ def _free_ports(count: int) -> list[int]:
     return ports
 
 
-class LocalCluster:
+class _ServerGroup(ABC):
+    """Redis servers used as one: ``with`` stops them all, also when starting fails
+    half-way (a node that did start must not outlive the test)."""
+
+    @abstractmethod
+    def start(self) -> Self: ...
+
+    @abstractmethod
+    def _members(self) -> list[RedisServer]:
+        """Every server of the group, in the order they are stopped."""
+
+    def stop(self) -> None:
+        for server in self._members():
+            server.stop()
+            shutil.rmtree(server.dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class LocalCluster(_ServerGroup):
     """A private Redis Cluster on loopback: ``primaries`` shards with ``replicas`` each.
 
     Every node is a :class:`RedisServer` (own port, own cluster bus port, stopped by its
@@ -432,20 +460,8 @@ class LocalCluster:
             node.process.wait()
         node.process = None
 
-    def stop(self) -> None:
-        for node in self.nodes:
-            node.stop()
-            shutil.rmtree(node.dir, ignore_errors=True)
-
-    def __enter__(self) -> LocalCluster:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _members(self) -> list[RedisServer]:
+        return self.nodes
 
 
 class SentinelServer(RedisServer):
@@ -472,7 +488,7 @@ class SentinelServer(RedisServer):
         return self
 
 
-class LocalSentinel:
+class LocalSentinel(_ServerGroup):
     """One primary, ``replicas`` replicas and ``sentinels`` Sentinels, all on loopback."""
 
     def __init__(self, service: str = "quart-chat", replicas: int = 1,
@@ -549,20 +565,8 @@ class LocalSentinel:
         _wait_until(promoted, "no failover", timeout)
         return next(s for s in self.servers if s.port == self.primary_port())
 
-    def stop(self) -> None:
-        for server in [*self.sentinels, *self.servers]:
-            server.stop()
-            shutil.rmtree(server.dir, ignore_errors=True)
-
-    def __enter__(self) -> LocalSentinel:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _members(self) -> list[RedisServer]:
+        return [*self.sentinels, *self.servers]
 
 
 class TcpProxy:

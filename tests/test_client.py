@@ -7,7 +7,6 @@ import contextlib
 import os
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,6 +27,8 @@ from quart_chat.config import Settings
 from quart_chat.errors import ChatError
 from quart_chat.protocol import Message
 from quart_chat.testing import RedisServer, ServerProcess, ServerThread, free_port
+
+from .helpers import wait_until
 
 WAIT = 10.0  # upper bound for anything that should happen promptly (never asserted on)
 
@@ -463,7 +464,7 @@ def test_without_reconnect_a_drop_closes_the_client() -> None:
         server.stop()
         event = events.get(timeout=WAIT)
         assert event.reconnecting is False
-        assert _wait_until(lambda: alice.state == "closed")
+        wait_until(lambda: alice.state == "closed", WAIT)
         with pytest.raises(ClientClosed):
             alice.receive(timeout=WAIT)
         with pytest.raises(ClientClosed):
@@ -498,7 +499,7 @@ def test_a_policy_close_is_not_retried() -> None:
             with contextlib.suppress(ChatError):
                 alice.request("nonsense")
         assert closed.wait(WAIT)
-        assert _wait_until(lambda: alice.state == "closed")
+        wait_until(lambda: alice.state == "closed", WAIT)
         assert alice.reconnects == 0
         alice.close()
 
@@ -548,15 +549,6 @@ def test_ws_url_accepts_http_and_ws_forms() -> None:
     assert ws_url("ws://h:1/ws?x=1", client_id="a", token=None) == "ws://h:1/ws?x=1&client_id=a"
     with pytest.raises(ValueError):
         ws_url("ftp://h")
-
-
-def _wait_until(condition: Callable[[], bool], timeout: float = WAIT) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def _sockets_to(port: int) -> set[str]:

@@ -57,8 +57,8 @@ def test_metrics_count_connections_frames_messages_and_errors(server, connect):
     bob.messages(3)
     alice.send("{not json")
     assert alice.next("error")["code"] == "bad_frame"
-    assert alice.error("teleport") == "unknown_type"
-    assert bob.error("publish", channel="elsewhere", text="x") == "not_subscribed"
+    assert alice.error("teleport")["code"] == "unknown_type"
+    assert bob.error("publish", channel="elsewhere", text="x")["code"] == "not_subscribed"
     after = scrape(server.url)
 
     def delta(name: str, **labels: str) -> float:
@@ -162,9 +162,9 @@ def test_plugin_hook_calls_failures_timeouts_and_latency(settings):
         try:
             client.ok("subscribe", channel="lobby")
             client.ok("publish", channel="lobby", text="fine")
-            assert client.error("publish", channel="lobby", text="boom") == "internal"
-            assert client.error("publish", channel="lobby", text="stall") == "internal"
-            assert client.error("publish", channel="lobby", text="nope") == "rejected"
+            assert client.error("publish", channel="lobby", text="boom")["code"] == "internal"
+            assert client.error("publish", channel="lobby", text="stall")["code"] == "internal"
+            assert client.error("publish", channel="lobby", text="nope")["code"] == "rejected"
         finally:
             client.close()
         samples = scrape(server.url)

@@ -5,6 +5,7 @@ delivery comes back within seconds; each test prints its measured figures.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -29,18 +30,28 @@ def own_redis() -> Iterator[RedisServer]:
         yield server
 
 
-def serve(url: str, **changes: object) -> ServerThread:
+@contextlib.contextmanager
+def chatting(url: str) -> Iterator[tuple[ServerThread, Collector, Collector]]:
+    """A server on ``url`` with a publisher and a subscriber in every channel; the test's
+    own clean-up (resuming Redis, say) runs before they are closed."""
     settings = Settings(redis_url=url, redis_probe_interval=0.2, node_ttl=2.0,
                         publish_rate=1000, publish_burst=1000)
-    return ServerThread(settings.replace(**changes)).start()
+    with ServerThread(settings) as server:
+        publisher, subscriber = Collector(server.ws_url, "pub"), Collector(server.ws_url, "sub")
+        try:
+            for channel in CHANNELS:
+                publisher.ok("subscribe", channel=channel)
+                subscriber.ok("subscribe", channel=channel)
+            yield server, publisher, subscriber
+        finally:
+            publisher.close()
+            subscriber.close()
 
 
-def chat(server: ServerThread) -> tuple[Collector, Collector]:
-    publisher, subscriber = Collector(server.ws_url, "pub"), Collector(server.ws_url, "sub")
-    for channel in CHANNELS:
-        publisher.ok("subscribe", channel=channel)
-        subscriber.ok("subscribe", channel=channel)
-    return publisher, subscriber
+def wait_for_gaps(subscriber: Collector) -> None:
+    """Until the subscriber got a ``gap`` frame for every channel."""
+    wait_until(lambda: {g["channel"] for g in subscriber.of("gap")} == set(CHANNELS), 5,
+               "gap frames")
 
 
 def delivered(subscriber: Collector, text: str) -> set[str]:
@@ -90,9 +101,7 @@ def assert_sessions_kept(server: ServerThread, *clients: Collector) -> None:
 def test_redis_killed_and_restarted_mid_stream(own_redis):
     """SIGKILL + restart: all channels resubscribed, no session dropped, gap announced,
     presence rebuilt, delivery back within seconds."""
-    server = serve(own_redis.url)
-    publisher, subscriber = chat(server)
-    try:
+    with chatting(own_redis.url) as (server, publisher, subscriber):
         assert len(received(subscriber, "before")) == 0
         before = stream(publisher, 20, "before")
         wait_until(lambda: received(subscriber, "before") == set(before), 10, "first stream")
@@ -129,49 +138,39 @@ def test_redis_killed_and_restarted_mid_stream(own_redis):
         after = stream(publisher, 20, "after")
         wait_until(lambda: received(subscriber, "after") == set(after), 10, "after stream")
         assert len(after) == 60
-    finally:
-        publisher.close()
-        subscriber.close()
-        server.stop()
 
 
 def test_a_stalled_redis_is_detected_by_the_probe_and_the_connection_rebuilt(own_redis):
     """SIGSTOP: the probe notices pub/sub went quiet and rebuilds it once Redis answers."""
-    server = serve(own_redis.url)
-    broker = server.service.broker
-    publisher, subscriber = chat(server)
-    try:
-        own_redis.pause()
-        paused = time.monotonic()
-        wait_until(lambda: not broker._connected.is_set(), 10, "stall detected")
-        detected = time.monotonic() - paused
-        time.sleep(max(0.0, 3.0 - detected))
-        own_redis.resume()
-        resumed = time.monotonic()
-        recovery = time_to_delivery(publisher, subscriber, 30)
-        print(f"\nSIGSTOP: stall detected after {detected:.2f}s (probe every 0.2s); "
-              f"delivery back {recovery:.2f}s after SIGCONT; "
-              f"{broker._reconnects} reconnect(s)")
-        assert detected < 5
-        assert recovery < 15
-        wait_until(lambda: {g["channel"] for g in subscriber.of("gap")} == set(CHANNELS), 5,
-                   "gap frames")
-        assert_sessions_kept(server, publisher, subscriber)
-        assert time.monotonic() - resumed < 30
-    finally:
-        own_redis.resume()
-        publisher.close()
-        subscriber.close()
-        server.stop()
+    with chatting(own_redis.url) as (server, publisher, subscriber):
+        broker = server.service.broker
+        try:
+            own_redis.pause()
+            paused = time.monotonic()
+            wait_until(lambda: not broker._connected.is_set(), 10, "stall detected")
+            detected = time.monotonic() - paused
+            time.sleep(max(0.0, 3.0 - detected))
+            own_redis.resume()
+            resumed = time.monotonic()
+            recovery = time_to_delivery(publisher, subscriber, 30)
+            print(f"\nSIGSTOP: stall detected after {detected:.2f}s (probe every 0.2s); "
+                  f"delivery back {recovery:.2f}s after SIGCONT; "
+                  f"{broker._reconnects} reconnect(s)")
+            assert detected < 5
+            assert recovery < 15
+            wait_for_gaps(subscriber)
+            assert_sessions_kept(server, publisher, subscriber)
+            assert time.monotonic() - resumed < 30
+        finally:
+            own_redis.resume()
 
 
 @pytest.mark.parametrize("fault", ["stall", "cut"])
 def test_a_black_holed_or_cut_network_is_detected_and_healed(own_redis, fault):
     """Through a TCP proxy: silence (no FIN, no RST) or a dropped link, then healing."""
-    with TcpProxy(own_redis.port) as proxy:
-        server = serve(proxy.url)
+    with TcpProxy(own_redis.port) as proxy, \
+            chatting(proxy.url) as (server, publisher, subscriber):
         broker = server.service.broker
-        publisher, subscriber = chat(server)
         try:
             started = time.monotonic()
             getattr(proxy, fault)()
@@ -191,25 +190,19 @@ def test_a_black_holed_or_cut_network_is_detected_and_healed(own_redis, fault):
             assert reply["type"] == "error" and reply["code"] == "unavailable"
             assert reply_time < 3
             assert recovery < 15
-            wait_until(lambda: {g["channel"] for g in subscriber.of("gap")} == set(CHANNELS),
-                       5, "gap frames")
+            wait_for_gaps(subscriber)
             assert_sessions_kept(server, publisher, subscriber)
             assert time.monotonic() - restored < 30
         finally:
             proxy.restore()
-            publisher.close()
-            subscriber.close()
-            server.stop()
 
 
 def test_redis_dropping_the_subscriber_for_a_full_output_buffer_is_reported(own_redis, caplog):
     """client-output-buffer-limit kills our pub/sub client: logged, counted, gap sent."""
     caplog.set_level(logging.INFO, logger="quart_chat")
-    server = serve(own_redis.url)
-    broker = server.service.broker
-    publisher, subscriber = chat(server)
-    direct = redis.Redis.from_url(own_redis.url)
-    try:
+    with chatting(own_redis.url) as (server, publisher, subscriber), \
+            redis.Redis.from_url(own_redis.url) as direct:
+        broker = server.service.broker
         own_redis.cli("CONFIG", "SET", "client-output-buffer-limit", "pubsub 64kb 32kb 1")
         before = broker._reconnects
         probe = f"quart-chat:probe:{server.service.node_id}"
@@ -218,8 +211,7 @@ def test_redis_dropping_the_subscriber_for_a_full_output_buffer_is_reported(own_
         assert killed == 1
         wait_until(lambda: broker._reconnects > before, 15, "reconnect after the kill")
         reconnected = time.monotonic() - started
-        wait_until(lambda: {g["channel"] for g in subscriber.of("gap")} == set(CHANNELS), 5,
-                   "gap frames")
+        wait_for_gaps(subscriber)
         recovery = time_to_delivery(publisher, subscriber, 15)
         info = own_redis.cli("INFO", "stats")
         print(f"\noutput-buffer kill: reconnected and resubscribed after {reconnected:.2f}s; "
@@ -228,50 +220,41 @@ def test_redis_dropping_the_subscriber_for_a_full_output_buffer_is_reported(own_
         assert "redis pub/sub lost" in caplog.text  # reported, never silent
         assert reconnected < 10
         assert_sessions_kept(server, publisher, subscriber)
-    finally:
-        direct.close()
-        publisher.close()
-        subscriber.close()
-        server.stop()
 
 
 def test_a_long_outage_answers_unavailable_promptly_without_flooding_the_logs(own_redis,
                                                                               caplog):
     """Redis down for 10 s while clients keep publishing: prompt errors, few log lines."""
     caplog.set_level(logging.DEBUG, logger="quart_chat")
-    server = serve(own_redis.url)
-    publisher, subscriber = chat(server)
-    try:
-        own_redis.stop()
-        down = time.monotonic()
-        first_record = len(caplog.records)
-        latencies, codes = [], set()
-        while time.monotonic() - down < 10:
-            for channel in CHANNELS:
-                sent = time.monotonic()
-                reply = publisher.request("publish", channel=channel, text="anyone?")
-                latencies.append(time.monotonic() - sent)
+    with chatting(own_redis.url) as (server, publisher, subscriber):
+        try:
+            own_redis.stop()
+            down = time.monotonic()
+            first_record = len(caplog.records)
+            latencies, codes = [], set()
+            while time.monotonic() - down < 10:
+                for channel in CHANNELS:
+                    sent = time.monotonic()
+                    reply = publisher.request("publish", channel=channel, text="anyone?")
+                    latencies.append(time.monotonic() - sent)
+                    codes.add(reply.get("code", "ok"))
+                reply = subscriber.request("subscribe", channel=f"new-{len(latencies)}")
                 codes.add(reply.get("code", "ok"))
-            reply = subscriber.request("subscribe", channel=f"new-{len(latencies)}")
-            codes.add(reply.get("code", "ok"))
-            time.sleep(0.05)
-        noisy = [r for r in caplog.records[first_record:] if r.levelno >= logging.WARNING]
-        health = server.call(server.service.health())
-        own_redis.start()
-        recovery = time_to_delivery(publisher, subscriber, 30)
-        print(f"\n10 s outage: {len(latencies)} publishes, all {sorted(codes)}, slowest reply "
-              f"{max(latencies) * 1000:.0f} ms; {len(noisy)} warning/error log lines; delivery "
-              f"back {recovery:.2f}s after restart")
-        assert codes == {"unavailable"}
-        assert max(latencies) < 1.0
-        assert len(latencies) > 50
-        assert len(noisy) <= 10, [r.getMessage() for r in noisy]
-        assert health["status"] == "unavailable"
-        assert_sessions_kept(server, publisher, subscriber)
-        assert recovery < 15
-    finally:
-        if own_redis.process is None:
+                time.sleep(0.05)
+            noisy = [r for r in caplog.records[first_record:] if r.levelno >= logging.WARNING]
+            health = server.call(server.service.health())
             own_redis.start()
-        publisher.close()
-        subscriber.close()
-        server.stop()
+            recovery = time_to_delivery(publisher, subscriber, 30)
+            print(f"\n10 s outage: {len(latencies)} publishes, all {sorted(codes)}, slowest reply "
+                  f"{max(latencies) * 1000:.0f} ms; {len(noisy)} warning/error log lines; delivery "
+                  f"back {recovery:.2f}s after restart")
+            assert codes == {"unavailable"}
+            assert max(latencies) < 1.0
+            assert len(latencies) > 50
+            assert len(noisy) <= 10, [r.getMessage() for r in noisy]
+            assert health["status"] == "unavailable"
+            assert_sessions_kept(server, publisher, subscriber)
+            assert recovery < 15
+        finally:
+            if own_redis.process is None:
+                own_redis.start()

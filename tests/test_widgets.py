@@ -16,6 +16,8 @@ from quart_chat.protocol import Message
 from quart_chat.testing import ServerThread, free_port
 from quart_chat.widgets import ChatWidget, render_message, sender_color
 
+from .helpers import wait_until
+
 WAIT = 10.0
 
 
@@ -62,22 +64,13 @@ def press_enter(text_box: ipywidgets.Text, chat: ChatWidget, text: str) -> None:
     handler(text_box, {"event": "submit"}, [])
 
 
-def eventually(condition: Callable[[], bool]) -> bool:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
-
-
 def test_enter_sends_and_both_logs_show_sender_and_text(widget) -> None:
     """Enter publishes to the shown channel, clears the box, and both windows show it."""
     alice, bob = widget("alice"), widget("bob")
     press_enter(alice.input, alice, "hello <bob>")
     assert alice.input.value == ""
     for chat in (alice, bob):
-        assert eventually(lambda chat=chat: "hello &lt;bob&gt;" in chat.message_log.value)
+        wait_until(lambda chat=chat: "hello &lt;bob&gt;" in chat.message_log.value, WAIT)
         assert ">alice</b>" in chat.message_log.value
     assert alice.error_line.value == ""
 
@@ -86,7 +79,7 @@ def test_the_send_button_sends_too(widget) -> None:
     alice = widget("alice")
     alice.input.value = "by button"
     alice.send_button.click()
-    assert eventually(lambda: "by button" in alice.message_log.value)
+    wait_until(lambda: "by button" in alice.message_log.value, WAIT)
 
 
 def test_blank_text_is_not_sent(widget) -> None:
@@ -99,7 +92,7 @@ def test_bot_messages_look_different(widget) -> None:
     """A bot's answer carries a BOT badge and its own row style; people's do not."""
     alice = widget("alice")
     alice.send("!echo beep")
-    assert eventually(lambda: "beep" in alice.message_log.value.split("!echo")[-1])
+    wait_until(lambda: "beep" in alice.message_log.value.split("!echo")[-1], WAIT)
     rows = alice.message_log.value.split('<div class="qc-msg')
     bot_rows = [row for row in rows if row.startswith(' qc-bot"')]
     assert len(bot_rows) == 1 and "BOT" in bot_rows[0] and ">echo</b>" in bot_rows[0]
@@ -131,7 +124,7 @@ def test_join_pick_and_leave_channels(widget) -> None:
     assert alice.channel == "dev" and alice.channel_picker.options == ("dev", "lobby")
     assert alice.join_box.value == ""
     alice.send("in dev")
-    assert eventually(lambda: "in dev" in alice.message_log.value)
+    wait_until(lambda: "in dev" in alice.message_log.value, WAIT)
     alice.channel_picker.value = "lobby"
     assert alice.channel == "lobby" and "in dev" not in alice.message_log.value
     alice.leave()
@@ -161,9 +154,9 @@ def test_header_follows_the_connection_through_a_restart() -> None:
     try:
         assert "connected" in chat.header.value
         server.stop()
-        assert eventually(lambda: "reconnecting" in chat.header.value)
+        wait_until(lambda: "reconnecting" in chat.header.value, WAIT)
         server = ServerThread(Settings(log_level="critical"), port=port).start()
-        assert eventually(lambda: "● connected" in chat.header.value)
+        wait_until(lambda: "● connected" in chat.header.value, WAIT)
         assert chat.client.subscriptions == ["lobby"]
     finally:
         chat.close()
@@ -192,7 +185,7 @@ def test_a_greeting_sent_right_after_joining_is_in_the_log() -> None:
         for n in range(20):
             chat = ChatWidget(server.ws_url, f"guest{n}", channel=f"room{n}")
             try:
-                assert eventually(lambda chat=chat: len(chat.messages()) == 1)
+                wait_until(lambda chat=chat: len(chat.messages()) == 1, WAIT)
                 assert chat.messages()[0].text == f"welcome to room{n}"
             finally:
                 chat.close()

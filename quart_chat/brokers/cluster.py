@@ -55,6 +55,7 @@ from .redis import (
     REDIS_DOWN,
     SUBSCRIBE_TIMEOUT,
     PubSubStalled,
+    bounded_publish,
 )
 
 log = logging.getLogger("quart_chat.cluster")
@@ -131,14 +132,21 @@ def split_credentials(netloc: str) -> tuple[str | None, str | None, str]:
     return unquote(user) or None, unquote(password) or None, hosts
 
 
-def parse_cluster_url(url: str) -> ClusterTarget:
-    """``redis+cluster://[[user]:password@]host:port[,host:port...]`` -> its target."""
-    scheme, sep, rest = url.partition("://")
-    safe = f"{scheme}://{rest.rpartition('@')[2]}"
-    if scheme != "redis+cluster" or not sep:
-        raise ConfigError(f"QUART_CHAT_REDIS_URL: not a redis+cluster:// URL: {safe}")
+def split_url(url: str, scheme: str) -> tuple[str, str, str, str]:
+    """``scheme://netloc/path?query`` -> (safe, netloc, path, query), where ``safe`` is
+    the URL without credentials, for error messages."""
+    given, sep, rest = url.partition("://")
+    safe = f"{given}://{rest.rpartition('@')[2]}"
+    if given != scheme or not sep:
+        raise ConfigError(f"QUART_CHAT_REDIS_URL: not a {scheme}:// URL: {safe}")
     rest, _, query = rest.partition("?")
     netloc, _, path = rest.partition("/")
+    return safe, netloc, path, query
+
+
+def parse_cluster_url(url: str) -> ClusterTarget:
+    """``redis+cluster://[[user]:password@]host:port[,host:port...]`` -> its target."""
+    safe, netloc, path, query = split_url(url, "redis+cluster")
     if query or path.strip("/"):
         raise ConfigError(
             f"QUART_CHAT_REDIS_URL: a cluster URL takes no database or options: {safe} "
@@ -300,15 +308,11 @@ class ClusterBroker:
         self._drop(channel_wire(self._prefix, channel))
 
     async def publish(self, channel: str, payload: bytes) -> None:
-        try:
-            # Bounded: seen in CI, a publish through RedisCluster during a failover's node
-            # table rebuild never returned; the client gets ``unavailable`` and retries.
-            await asyncio.wait_for(
-                self._redis.spublish(channel_wire(self._prefix, channel), payload),
-                2 * COMMAND_TIMEOUT,
-            )
-        except COMMAND_FAILED as exc:
-            raise Unavailable("the message broker is unreachable; retry shortly") from exc
+        # Bounded: seen in CI, a publish through RedisCluster during a failover's node
+        # table rebuild never returned; the client gets ``unavailable`` and retries.
+        await bounded_publish(
+            self._redis.spublish(channel_wire(self._prefix, channel), payload), COMMAND_FAILED
+        )
 
     async def health(self) -> dict[str, Any]:
         try:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,6 +35,19 @@ COMMAND_TIMEOUT = 2.0
 SUBSCRIBE_TIMEOUT = 5.0
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 5.0
+#: The longest a publish may take (a pool connection and one retry fit in it): past it the
+#: client hears ``unavailable`` and retries instead of waiting on a command that hangs.
+PUBLISH_TIMEOUT = 2 * COMMAND_TIMEOUT
+
+
+async def bounded_publish(command: Awaitable[object],
+                          failures: tuple[type[BaseException], ...] = REDIS_DOWN) -> None:
+    """Await a (S)PUBLISH for at most ``PUBLISH_TIMEOUT``; one of ``failures`` (which
+    must include ``TimeoutError``, as ``REDIS_DOWN`` does) becomes :class:`Unavailable`."""
+    try:
+        await asyncio.wait_for(command, PUBLISH_TIMEOUT)
+    except failures as exc:
+        raise Unavailable("the message broker is unreachable; retry shortly") from exc
 
 
 def command_client(url: str, name: str) -> aioredis.Redis:
@@ -151,10 +165,7 @@ class RedisBroker:
     async def publish(self, channel: str, payload: bytes) -> None:
         if not self._connected.is_set():  # known down: answer now, not after a timeout
             raise Unavailable("the message broker is unreachable; retry shortly")
-        try:
-            await self._redis.publish(self._prefix + channel.encode(), payload)
-        except REDIS_DOWN as exc:
-            raise Unavailable("the message broker is unreachable; retry shortly") from exc
+        await bounded_publish(self._redis.publish(self._prefix + channel.encode(), payload))
 
     async def health(self) -> dict[str, Any]:
         try:

@@ -22,7 +22,7 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from ..config import Settings
 from ..errors import ConfigError
 from ..stores.base import Store
-from .cluster import Addr, parse_hosts, split_credentials
+from .cluster import Addr, parse_hosts, split_credentials, split_url
 from .redis import COMMAND_TIMEOUT, CONNECT_TIMEOUT, REDIS_DOWN, RedisBroker
 
 SENTINEL_PORT = 26379
@@ -44,12 +44,7 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
 
     The credentials are those of the primary and replicas; Sentinels are asked without.
     """
-    scheme, sep, rest = url.partition("://")
-    safe = f"{scheme}://{rest.rpartition('@')[2]}"
-    if scheme != "redis+sentinel" or not sep:
-        raise ConfigError(f"QUART_CHAT_REDIS_URL: not a redis+sentinel:// URL: {safe}")
-    rest, _, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
+    safe, netloc, path, query = split_url(url, "redis+sentinel")
     parts = [p for p in path.split("/") if p]
     if query or not 1 <= len(parts) <= 2:
         raise ConfigError(
