@@ -53,6 +53,9 @@ ABUSE_CODES = frozenset({"bad_frame", "unknown_type", "too_large", "rate_limited
 MAX_BATCH = 256
 #: Seconds allowed for the close frame to reach a client that may not be reading.
 CLOSE_TIMEOUT = 1.0
+#: Seconds of clock difference between server processes tolerated when a live frame's
+#: ``mid`` time tells whether a recovery's late frames can still come (see _recover).
+REPLAY_CLOCK_SLACK = 2.0
 #: Frames the send loop may write back to back before it yields to the event loop.
 SEND_BURST = 64
 #: Most event-loop turns a coalescing (``?batch=1``) sender waits for more frames.
@@ -109,6 +112,9 @@ class Session:
         self._last_frame = time.monotonic()
         # channel -> live frames held back while missed messages are recovered
         self._held: dict[str, list[tuple[str | None, str]]] = {}
+        #: channel -> (mids replayed by a recovery whose live frames have not come yet,
+        #: the mid prefix past which they cannot come any more); see _recover.
+        self._replayed: dict[str, tuple[set[str], str]] = {}
         self._handlers: dict[type[ClientFrame], Callable[[Any], Awaitable[Any]]] = {
             Subscribe: self._subscribe,
             Unsubscribe: self._unsubscribe,
@@ -127,6 +133,8 @@ class Session:
     def deliver(self, frame: str) -> None:
         """Queue one frame; a full queue means the client stopped reading: close it."""
         if self._held and self._hold(frame):
+            return
+        if self._replayed and self._replayed_already(frame):
             return
         outbox = self._outbox
         if len(outbox) >= self._outbox_limit:
@@ -392,6 +400,7 @@ class Session:
         service = self._service
         for channel in leaving:
             self.channels.discard(channel)
+            self._replayed.pop(channel, None)
             await service.hub.leave(self, channel)
             try:
                 await service.store.leave(self.id, self.client_id, channel)
@@ -446,8 +455,12 @@ class Session:
 
         Live frames for ``channel`` were held back since before the broker subscription,
         so nothing falls between the stored messages and the live stream; a live frame
-        that was also recovered (same ``mid``) is sent once.
+        that was also recovered (same ``mid``) is sent once. A message is stored after
+        the broker accepted it, so its live frame can still be on its way through Redis
+        when the replay is read: such late frames are dropped too, until a frame made
+        after the replay (by its ``mid`` time, plus clock slack) shows none can follow.
         """
+        read_at = time.time()
         limit = min(self._settings.max_recovery, max(1, self._settings.outbound_queue // 2))
         missed: list[Message] | None = None
         try:
@@ -466,23 +479,36 @@ class Session:
         for mid, frame in held:
             if mid is None or mid not in seen:
                 self.deliver(frame)
+        late = seen - {mid for mid, _ in held}
+        if late:
+            self._replayed[channel] = (late, protocol.new_mid(read_at + REPLAY_CLOCK_SLACK)[:12])
+
+    def _replayed_already(self, frame: str) -> bool:
+        """Drop a late live frame of a message a recovery already replayed; True if so."""
+        channel, mid = _channel_and_mid(frame)
+        pending = self._replayed.get(channel) if channel is not None else None
+        if pending is None or mid is None:
+            return False
+        late, horizon = pending
+        if mid in late:
+            late.discard(mid)
+            if not late:
+                del self._replayed[channel]  # type: ignore[arg-type]
+            return True
+        if mid[:12] > horizon:  # made after the replay was read: the late ones are past
+            del self._replayed[channel]  # type: ignore[arg-type]
+        return False
 
     def _hold(self, frame: str) -> bool:
         """Keep ``frame`` back if its channel is being recovered; True when held."""
-        try:
-            value = msgspec.json.decode(frame)
-        except msgspec.DecodeError:
-            return False
-        if not isinstance(value, dict):
-            return False
-        held = self._held.get(value.get("channel"))  # type: ignore[arg-type]
+        channel, mid = _channel_and_mid(frame)
+        held = self._held.get(channel) if channel is not None else None
         if held is None:
             return False
         if len(held) >= self._settings.outbound_queue:
             self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
         else:
-            mid = value.get("mid")
-            held.append((mid if isinstance(mid, str) else None, frame))
+            held.append((mid, frame))
         return True
 
     async def _watch_peer(self) -> None:
@@ -513,6 +539,19 @@ class Session:
                 log.info("session %s: no pong or frame for %.1fs; closing", self.id, silent)
                 self.close(protocol.CLOSE_DEAD_PEER, "no pong: peer presumed dead")
                 return
+
+
+def _channel_and_mid(frame: str) -> tuple[str | None, str | None]:
+    """The ``channel`` and ``mid`` of an encoded frame (None where it has none)."""
+    try:
+        value = msgspec.json.decode(frame)
+    except msgspec.DecodeError:
+        return None, None
+    if not isinstance(value, dict):
+        return None, None
+    channel, mid = value.get("channel"), value.get("mid")
+    return (channel if isinstance(channel, str) else None,
+            mid if isinstance(mid, str) else None)
 
 
 def channel_allowed(patterns: tuple[str, ...], channel: str) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from quart_chat import Message, hookimpl
+from quart_chat.protocol import encode_message
 from quart_chat.testing import ServerThread
 
 from .helpers import Collector, wait_until
@@ -73,6 +74,32 @@ def test_hook_recover_a_reconnecting_client_gets_exactly_the_missed_messages_in_
     assert texts(frames) == [f"m{n}" for n in range(5, 15)] + ["live"]
     assert again.ok("ping")  # and nothing else was queued in between
     assert not [f for f in again.inbox if f["type"] == "message"]
+
+
+@pytest.mark.parametrize("broker", ["memory"], indirect=True)
+def test_a_live_frame_coming_after_its_replay_is_not_sent_twice(make_server, opened):
+    """A message is stored once the broker took it, so its live frame can still be on its
+    way through Redis when a recovery replays it: that late frame is dropped, and the
+    messages after it are delivered as usual."""
+    journal = Journal()
+    server = make_server(plugins=(journal,))
+    talker = opened(server, "talker")
+    talker.ok("subscribe", channel="room")
+    for n in range(3):
+        talker.ok("publish", channel="room", text=f"m{n}")
+    first, replayed = journal.logs["room"][0], journal.logs["room"][1:]
+    reader = opened(server, "reader")
+    assert reader.ok("subscribe", channel="room", since=first.mid)["missed"] == 2
+
+    async def late_frames() -> None:  # what the broker does when Redis hands them over now
+        for message in replayed:
+            server.service.hub.deliver("room", encode_message(message))
+
+    server.call(late_frames())
+    talker.ok("publish", channel="room", text="after")
+    assert texts(reader.messages(3)) == ["m1", "m2", "after"]
+    reader.ok("ping")
+    assert not [f for f in reader.inbox if f["type"] == "message"]
 
 
 def test_recovery_while_messages_keep_flowing_has_no_gap_and_no_duplicate(make_server):
