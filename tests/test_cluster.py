@@ -7,7 +7,6 @@ loopback ports, ``redis-cli --cluster create``) and stopped by PID afterwards.
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -33,14 +32,6 @@ PREFIX = "quart-chat"
 CHANNELS = [f"room-{n}" for n in range(100)]
 
 
-
-#: Failover and slot-churn tests flaked on a loaded 2-core CI machine (a publish through
-#: RedisCluster hung; broken pipes during churn). Run them with QUART_CHAT_CLUSTER_FAULTS=1
-#: until that is fixed (issue 7 stays open for it).
-cluster_faults = pytest.mark.skipif(
-    os.environ.get("QUART_CHAT_CLUSTER_FAULTS") != "1",
-    reason="flaky under CI load; set QUART_CHAT_CLUSTER_FAULTS=1 to run",
-)
 
 def slot_of(channel: str) -> int:
     return key_slot(channel_wire(PREFIX, channel))
@@ -311,7 +302,6 @@ def test_slot_migration_of_a_busy_channel_during_traffic():
         listener.close()
 
 
-@cluster_faults
 def test_shard_primary_killed_and_replaced_by_its_replica():
     """SIGKILL a shard's primary under traffic: once its replica is promoted the
     subscriptions are restored there, subscribers get a ``gap`` notice, and every
@@ -425,7 +415,6 @@ async def test_a_channels_history_stream_lands_on_the_channels_shard(cluster):
         await client.aclose()
 
 
-@cluster_faults
 def test_subscription_churn_during_slot_moves_leaves_exactly_the_wanted_channels():
     """Subscribe/unsubscribe churn while slots move back and forth under it: afterwards
     every shard holds exactly the channels still wanted, each once, and each delivers."""
