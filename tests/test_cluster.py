@@ -32,7 +32,6 @@ PREFIX = "quart-chat"
 CHANNELS = [f"room-{n}" for n in range(100)]
 
 
-
 def slot_of(channel: str) -> int:
     return key_slot(channel_wire(PREFIX, channel))
 
