@@ -6,7 +6,9 @@ moves bytes for channels the hub asked for and reports when delivery may have ha
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import asyncio
+import contextlib
+from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, Protocol
 
 #: Called by the broker for each message: (channel, encoded ``message`` frame).
@@ -38,3 +40,44 @@ class Broker(Protocol):
 
     async def health(self) -> dict[str, Any]:
         """``{"connected": bool, ...}`` for ``/healthz``; never raises."""
+
+
+class Confirmations:
+    """Subscribers waiting for Redis to confirm a (S)SUBSCRIBE, per wire channel.
+
+    ``subscribe`` must return only once the subscription is live, but the confirmation
+    arrives on the pub/sub connection's reader: the caller waits on a future that the
+    reader resolves, or fails when the connection is lost.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[bytes, list[asyncio.Future[None]]] = {}
+
+    @contextlib.contextmanager
+    def expect(self, wire: bytes) -> Iterator[asyncio.Future[None]]:
+        """A future resolved by :meth:`confirm` (or failed by :meth:`fail`) for ``wire``;
+        forgotten when the block ends, however it ends."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(wire, []).append(future)
+        try:
+            yield future
+        finally:
+            waiting = self._waiting.get(wire, [])
+            if future in waiting:
+                waiting.remove(future)
+            if not waiting:
+                self._waiting.pop(wire, None)
+
+    def confirm(self, wire: bytes) -> None:
+        for future in self._waiting.pop(wire, []):
+            if not future.done():
+                future.set_result(None)
+
+    def fail(self, wires: Iterable[bytes], exc: BaseException) -> None:
+        for wire in list(wires):
+            for future in self._waiting.pop(wire, []):
+                if not future.done():
+                    future.set_exception(exc)
+
+    def fail_all(self, exc: BaseException) -> None:
+        self.fail(self._waiting, exc)

@@ -47,7 +47,7 @@ from redis.exceptions import MovedError, RedisClusterException, ResponseError
 from ..config import Settings
 from ..errors import ConfigError, Unavailable
 from ..stores.base import Store
-from .base import Deliver, GapNotice
+from .base import Confirmations, Deliver, GapNotice
 from .redis import (
     BACKOFF_FIRST,
     COMMAND_TIMEOUT,
@@ -242,7 +242,7 @@ class ClusterBroker:
         #: wires whose subscription was lost: the hub gets a gap notice when they are back.
         self._lost: set[bytes] = set()
         self._gap_batch: list[str] = []
-        self._pending: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._pending = Confirmations()
         self._map_task: asyncio.Task[bool] | None = None
         self._rehomer: asyncio.Task[None] | None = None
         self._retired: set[asyncio.Task[None]] = set()
@@ -290,24 +290,17 @@ class ClusterBroker:
         link = self._links.get(owner) if owner is not None else None
         if owner is None or (link is not None and link.down):
             raise Unavailable("the message broker is unreachable; retry shortly")
-        confirmed = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(wire, []).append(confirmed)
-        self._wires[wire] = channel
-        self._attach(wire, owner)
-        try:
-            await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT)
-        except asyncio.CancelledError:
-            self._drop(wire)
-            raise
-        except (TimeoutError, PubSubStalled) as exc:
-            self._drop(wire)
-            raise Unavailable("the message broker is unreachable; retry shortly") from exc
-        finally:
-            waiting = self._pending.get(wire, [])
-            if confirmed in waiting:
-                waiting.remove(confirmed)
-            if not waiting:
-                self._pending.pop(wire, None)
+        with self._pending.expect(wire) as confirmed:
+            self._wires[wire] = channel
+            self._attach(wire, owner)
+            try:
+                await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT)
+            except asyncio.CancelledError:
+                self._drop(wire)
+                raise
+            except (TimeoutError, PubSubStalled) as exc:
+                self._drop(wire)
+                raise Unavailable("the message broker is unreachable; retry shortly") from exc
 
     async def unsubscribe(self, channel: str) -> None:
         self._drop(channel_wire(self._prefix, channel))
@@ -406,9 +399,7 @@ class ClusterBroker:
     # -- events from links ---------------------------------------------------------
 
     def _confirmed(self, wire: bytes) -> None:
-        for waiter in self._pending.pop(wire, []):
-            if not waiter.done():
-                waiter.set_result(None)
+        self._pending.confirm(wire)
         if wire in self._lost:
             self._lost.discard(wire)
             self.gaps += 1
@@ -448,10 +439,7 @@ class ClusterBroker:
         """The link lost its connection: what was live there may have missed messages."""
         self._lost |= link.confirmed
         link.confirmed.clear()
-        for wire in link.wires:
-            for waiter in self._pending.pop(wire, []):
-                if not waiter.done():
-                    waiter.set_exception(PubSubStalled("pub/sub connection lost"))
+        self._pending.fail(link.wires, PubSubStalled("pub/sub connection lost"))
 
     def _relocate(self, link: _ShardLink) -> None:
         """After a map refresh: move the link's channels whose slots are owned elsewhere."""

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from .. import metrics
 from ..errors import Unavailable
-from .base import Deliver, GapNotice
+from .base import Confirmations, Deliver, GapNotice
 
 log = logging.getLogger("quart_chat.redis")
 
@@ -91,7 +91,7 @@ class RedisBroker:
         self._probe_interval = probe_interval
         self._stale_after = max(3 * probe_interval, 1.0)
         self._channels: set[str] = set()
-        self._pending: dict[bytes, list[asyncio.Future[None]]] = {}
+        self._pending = Confirmations()
         self._pubsub: Any = None
         self._connected = asyncio.Event()
         self._last_probe = 0.0
@@ -135,24 +135,17 @@ class RedisBroker:
         if not self._connected.is_set():
             raise Unavailable("the message broker is unreachable; retry shortly")
         wire = self._prefix + channel.encode()
-        confirmed = asyncio.get_running_loop().create_future()
-        self._pending.setdefault(wire, []).append(confirmed)
-        self._channels.add(channel)
-        try:
-            await self._pubsub.subscribe(wire)
-            await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT)
-        except asyncio.CancelledError:
-            self._channels.discard(channel)
-            raise
-        except (*REDIS_DOWN, PubSubStalled) as exc:
-            self._channels.discard(channel)
-            raise Unavailable("the message broker is unreachable; retry shortly") from exc
-        finally:
-            waiting = self._pending.get(wire, [])
-            if confirmed in waiting:
-                waiting.remove(confirmed)
-            if not waiting:
-                self._pending.pop(wire, None)
+        with self._pending.expect(wire) as confirmed:
+            self._channels.add(channel)
+            try:
+                await self._pubsub.subscribe(wire)
+                await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT)
+            except asyncio.CancelledError:
+                self._channels.discard(channel)
+                raise
+            except (*REDIS_DOWN, PubSubStalled) as exc:
+                self._channels.discard(channel)
+                raise Unavailable("the message broker is unreachable; retry shortly") from exc
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
@@ -205,7 +198,7 @@ class RedisBroker:
                 delay = BACKOFF_FIRST  # it was up: start the backoff again from the bottom
             self._connected.clear()
             metrics.redis_pubsub_up(False)
-            self._fail_pending()
+            self._pending.fail_all(PubSubStalled("pub/sub connection lost"))
             first = False
             await asyncio.sleep(delay)
             delay = min(delay * 2, BACKOFF_MAX)
@@ -279,17 +272,9 @@ class RedisBroker:
 
     def _handle(self, message: dict[str, Any]) -> None:
         if message["type"] == "subscribe":
-            for waiter in self._pending.pop(message["channel"], []):
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._pending.confirm(message["channel"])
         elif message["type"] == "message" and message["channel"] == self._probe_channel:
             self._last_probe = time.monotonic()
-
-    def _fail_pending(self) -> None:
-        for waiters in self._pending.values():
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_exception(PubSubStalled("pub/sub connection lost"))
 
     async def _probe_forever(self) -> None:
         """Publish to our own probe channel; the listener proves it is caught up."""
