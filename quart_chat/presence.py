@@ -84,8 +84,12 @@ class NodePresence:
         self._down_logged = False
         # True while this node is listed in P:nodes (it has had sessions since its beat)
         self._registered = False
-        #: Ended sessions whose records are still in Redis: swept on the next beat.
-        self._unswept = False
+        #: Ended sessions whose records may still be in Redis (id -> client id): swept on
+        #: the next beat, whether or not they made it into this node's list.
+        self._ended: dict[str, str] = {}
+        #: Live sessions this node could not list (Redis unreachable as they opened):
+        #: listed on the next beat, so a reaper can find them if this process dies.
+        self._unlisted: dict[str, str] = {}
 
     def node_key(self, node_id: str) -> str:
         return self._node_prefix + node_id
@@ -116,10 +120,14 @@ class NodePresence:
 
     @hookimpl
     async def client_connected(self, session: Session) -> None:
-        with contextlib.suppress(*REDIS_DOWN):  # the next beat re-registers it
+        try:
             await self._redis.hset(self.node_key(self.node_id), session.id, session.client_id)
-            if session.finished.is_set():  # it ended while this ran: its records may be back
-                self._unswept = True
+        except REDIS_DOWN:
+            if not session.finished.is_set():
+                self._unlisted[session.id] = session.client_id
+        if session.finished.is_set():  # it ended while this ran: its records may be back
+            self._ended[session.id] = session.client_id
+        with contextlib.suppress(*REDIS_DOWN):  # else the next beat registers the node
             if not self._registered:
                 await self.beat()
 
@@ -127,8 +135,9 @@ class NodePresence:
     async def client_disconnected(self, session: Session | LostSession) -> None:
         if isinstance(session, LostSession):
             return
+        self._unlisted.pop(session.id, None)
         if session.records_left:  # stays listed, so the sweep (or a reaper) finds it
-            self._unswept = True
+            self._ended[session.id] = session.client_id
             return
         with contextlib.suppress(*REDIS_DOWN):
             await self._redis.hdel(self.node_key(self.node_id), session.id)
@@ -140,7 +149,7 @@ class NodePresence:
             await asyncio.sleep(self.interval)
             try:
                 await self.beat()
-                if self._unswept:
+                if self._ended:
                     await self.sweep()
                 await self.reap()
                 self._down_logged = False
@@ -169,10 +178,17 @@ class NodePresence:
                 await self._redis.zrem(self._nodes_key, self.node_id)
                 self._registered = False
             return
+        unlisted, self._unlisted = self._unlisted, {}
         pipe = self._redis.pipeline(transaction=False)
         pipe.zadd(self._nodes_key, {self.node_id: now})
+        if unlisted:
+            pipe.hset(self.node_key(self.node_id), mapping=unlisted)  # type: ignore[arg-type]
         pipe.expire(self.node_key(self.node_id), NODE_RECORD_MAX_AGE)
-        added, _ = await pipe.execute()
+        try:
+            added = (await pipe.execute())[0]
+        except BaseException:
+            self._unlisted = {**unlisted, **self._unlisted}
+            raise
         if added and self._registered:
             await self._restore()
         self._registered = True
@@ -196,18 +212,20 @@ class NodePresence:
         the server stopping) stays in this node's list; this removes its records in
         bulk, with no hook calls (``client_disconnected`` ran when it ended).
         """
-        self._unswept = False
-        listed = await self._redis.hgetall(self.node_key(self.node_id))
-        live = {session.id for session in self._service.sessions}
-        ended = [(_text(raw_id), _text(raw_client), ()) for raw_id, raw_client in listed.items()
-                 if _text(raw_id) not in live]
+        known, self._ended = self._ended, {}
         try:
+            listed = await self._redis.hgetall(self.node_key(self.node_id))
+            live = {session.id for session in self._service.sessions}
+            leftover = {**known, **{_text(raw_id): _text(raw_client)
+                                    for raw_id, raw_client in listed.items()}}
+            ended = [(session_id, client_id, ()) for session_id, client_id in leftover.items()
+                     if session_id not in live]
             for start in range(0, len(ended), SWEEP_BATCH):
                 batch = ended[start:start + SWEEP_BATCH]
                 await self._store.disconnect_many(batch)
                 await self._redis.hdel(self.node_key(self.node_id), *(s[0] for s in batch))
         except BaseException:
-            self._unswept = True
+            self._ended = {**known, **self._ended}
             raise
         if ended:
             log.info("swept the records of %d ended sessions", len(ended))

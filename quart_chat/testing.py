@@ -213,7 +213,18 @@ class ServerThread(_LoopbackAddress):
         if self._thread is not None:
             self._thread.join(timeout)
             if self._thread.is_alive():
-                raise TimeoutError(f"server on port {self.port} did not stop in {timeout}s")
+                raise TimeoutError(f"server on port {self.port} did not stop in {timeout}s; "
+                                   f"still running:\n{self._running_tasks()}")
+
+    def _running_tasks(self) -> str:
+        """Where each task of the server's loop is waiting (to debug a stuck stop)."""
+        assert self._loop is not None
+        lines = []
+        for task in asyncio.all_tasks(self._loop):
+            frames = task.get_stack(limit=3)
+            where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in frames)
+            lines.append(f"  {task.get_name()}: {where}")
+        return "\n".join(sorted(lines))
 
     def __enter__(self) -> ServerThread:
         return self.start()
@@ -638,14 +649,14 @@ class TcpProxy:
 
         assert self._listener is not None
         while self._running:
-            # A fresh selector per round: sockets closed by cut() never linger in it.
-            with self._lock:
-                forwarding = self.mode == "forward"
-                wanted = [s for s in self._pairs if forwarding and s.fileno() >= 0]
+            # A fresh selector per round: sockets closed by cut() never linger in it. They
+            # are registered under the lock, so cut() cannot close one in between.
             with selectors.DefaultSelector() as selector:
-                selector.register(self._listener, selectors.EVENT_READ)
-                for sock in wanted:
-                    selector.register(sock, selectors.EVENT_READ)
+                with self._lock:
+                    selector.register(self._listener, selectors.EVENT_READ)
+                    if self.mode == "forward":
+                        for sock in self._pairs:
+                            selector.register(sock, selectors.EVENT_READ)
                 ready = selector.select(0.05)
             for key, _ in ready:
                 if key.fileobj is self._listener:

@@ -3,6 +3,7 @@ surviving process fires a best-effort ``client_disconnected`` for each of them."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -96,6 +97,8 @@ def test_leftovers_of_a_lone_dead_process_are_cleaned_by_the_next_one_to_start(
                    NODE_TTL + 5, "stale presence reaped")
         print(f"\nlone SIGKILL: records reaped {time.monotonic() - killed:.2f}s after the kill "
               f"by the next process")
+        # the hook runs once the records are gone
+        wait_until(lambda: read_events(events), 5, "client_disconnected for the victim")
         assert [e["client_id"] for e in read_events(events)] == ["victim"]
         observer.close()
     wait_until(lambda: keys(redis_server) == [], 5, "no records left")
@@ -106,10 +109,10 @@ def test_records_a_session_could_not_remove_are_swept_once_redis_is_back(redis_s
     it stays in the node's list, and a heartbeat after Redis is back removes them."""
     settings = Settings(key_prefix="sweep", node_ttl=1.0, redis_probe_interval=0.2)
     with TcpProxy(redis_server.port) as proxy, \
-            ServerThread(settings.replace(redis_url=proxy.url)) as server:
-        stayer = Client(server.ws_url, "stayer")
+            ServerThread(settings.replace(redis_url=proxy.url)) as server, \
+            contextlib.closing(Client(server.ws_url, "stayer")) as stayer, \
+            contextlib.closing(Client(server.ws_url, "leaver")) as leaver:
         stayer.ok("subscribe", channel="room")
-        leaver = Client(server.ws_url, "leaver")
         leaver.ok("subscribe", channel="room")
         session = next(s for s in server.service.sessions if s.client_id == "leaver")
         proxy.cut()
@@ -118,15 +121,31 @@ def test_records_a_session_could_not_remove_are_swept_once_redis_is_back(redis_s
         assert session.records_left
         assert redis_server.cli("HGET", "sweep:presence:room", session.id).strip() == "leaver"
         proxy.restore()
-        wait_until(lambda: keys(redis_server, "sweep:*session:*") == keys_of(stayer)
-                   and keys(redis_server, "sweep:client:*") == ["sweep:client:stayer"],
-                   15, "the leaver's records swept")
+        stayer_key = f"sweep:session:{stayer.welcome['session']}"
+        node_key = f"sweep:node:{server.service.node_id}"
+        wait_until(lambda: keys(redis_server, "sweep:*session:*") == [stayer_key]
+                   and keys(redis_server, "sweep:client:*") == ["sweep:client:stayer"]
+                   and session.id not in redis_server.cli("HKEYS", node_key).split(),
+                   15, "the leaver's records swept and its listing removed")
         assert stayer.ok("presence", channel="room")["clients"] == ["stayer"]
-        listed = redis_server.cli("HKEYS", f"sweep:node:{server.service.node_id}").split()
-        assert session.id not in listed
-        stayer.close()
     wait_until(lambda: keys(redis_server, "sweep:*") == [], 5, "no records after shutdown")
 
 
-def keys_of(client: Client) -> list[str]:
-    return [f"sweep:session:{client.welcome['session']}"]
+def test_a_session_opened_while_redis_was_cut_off_is_listed_once_it_is_back(redis_server):
+    """The node's list of sessions is what a reaper cleans up after a crash: a session
+    that opened while Redis was unreachable is added to it by a later heartbeat."""
+    settings = Settings(key_prefix="relist", node_ttl=1.0, redis_probe_interval=0.2)
+    with TcpProxy(redis_server.port) as proxy, \
+            ServerThread(settings.replace(redis_url=proxy.url)) as server, \
+            contextlib.closing(Client(server.ws_url, "early")) as early:
+        early.ok("subscribe", channel="room")
+        proxy.cut()
+        with contextlib.closing(Client(server.ws_url, "late")) as late:
+            node_key = f"relist:node:{server.service.node_id}"
+            presence = server.service.presence
+            wait_until(lambda: late.welcome["session"] in presence._unlisted, 10,
+                       "listing the late session failed")
+            proxy.restore()
+            wait_until(lambda: late.welcome["session"] in redis_server.cli("HKEYS", node_key),
+                       15, "the late session listed")
+            assert early.welcome["session"] in redis_server.cli("HKEYS", node_key)

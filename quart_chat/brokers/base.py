@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable, Collection, Iterable, Iterator
 from typing import Any, Protocol
+
+log = logging.getLogger("quart_chat.broker")
 
 #: Called by the broker for each message: (channel, encoded ``message`` frame).
 Deliver = Callable[[str, bytes], None]
@@ -81,3 +84,30 @@ class Confirmations:
 
     def fail_all(self, exc: BaseException) -> None:
         self.fail(self._waiting, exc)
+
+
+#: Seconds :func:`cancel_and_wait` keeps cancelling before it gives up and logs.
+STOP_BOUND = 5.0
+
+
+async def cancel_and_wait(tasks: Collection[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until they have ended, cancelling again while one runs.
+
+    A single ``cancel()`` is not enough: on Python 3.11 ``asyncio.wait_for`` (used here
+    and inside redis-py) swallows a cancellation that lands just as its inner call
+    completes, and a reconnect loop then carries on for good. Bounded by ``STOP_BOUND``.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + STOP_BOUND
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=0.1)
+        if pending and loop.time() > deadline:
+            log.error("broker tasks still running after %.0fs: %s", STOP_BOUND,
+                      sorted(task.get_name() for task in pending))
+            return
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("broker task %s ended with %r", task.get_name(), task.exception())

@@ -47,7 +47,7 @@ from redis.exceptions import MovedError, RedisClusterException, ResponseError
 from ..config import Settings
 from ..errors import ConfigError, Unavailable
 from ..stores.base import Store
-from .base import Confirmations, Deliver, GapNotice
+from .base import Confirmations, Deliver, GapNotice, cancel_and_wait
 from .redis import (
     BACKOFF_FIRST,
     COMMAND_TIMEOUT,
@@ -270,11 +270,7 @@ class ClusterBroker:
         tasks: list[asyncio.Task[Any]] = [link.task for link in self._links.values()]
         tasks += [t for t in (self._map_task, self._rehomer) if t is not None]
         tasks += list(self._retired)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(tasks)
         self._links.clear()
         self._retired.clear()
         with contextlib.suppress(*COMMAND_FAILED):

@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from .. import metrics
 from ..errors import Unavailable
-from .base import Confirmations, Deliver, GapNotice
+from .base import Confirmations, Deliver, GapNotice, cancel_and_wait
 
 log = logging.getLogger("quart_chat.redis")
 
@@ -118,11 +118,7 @@ class RedisBroker:
             ) from None
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks = []
         self._connected.clear()
         metrics.redis_pubsub_up(False)
