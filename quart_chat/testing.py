@@ -87,8 +87,18 @@ class RedisServer:
         args = [self.executable or "redis-server", "--port", str(self.port), "--bind", LOOPBACK,
                 "--save", "", "--appendonly", "no", "--dir", self.dir, *self.extra_args]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
+        self._wait_until_serving()
         return self
+
+    def _wait_until_serving(self) -> None:
+        """Until this process answers on its port. A port that was free when chosen can be
+        taken by another listener before we bind it, and that one would answer too."""
+        wait_for_port(self.port)
+        assert self.process is not None
+        if f"process_id:{self.process.pid}" not in self.cli("INFO", "server"):
+            self.stop()
+            raise RuntimeError(f"port {self.port} was taken by another process before "
+                               "redis-server could listen on it")
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -479,8 +489,8 @@ class SentinelServer(RedisServer):
     """``redis-server sentinel.conf --sentinel`` watching one primary."""
 
     def __init__(self, service: str, primary_port: int, quorum: int = 2,
-                 down_after_ms: int = 1000) -> None:
-        super().__init__()
+                 down_after_ms: int = 1000, port: int | None = None) -> None:
+        super().__init__(port)
         self.conf = os.path.join(self.dir, "sentinel.conf")
         with open(self.conf, "w") as conf:
             conf.write(
@@ -495,7 +505,7 @@ class SentinelServer(RedisServer):
         self.process = subprocess.Popen([self.executable or "redis-server", self.conf,
                                          "--sentinel"],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for_port(self.port)
+        self._wait_until_serving()
         return self
 
 
@@ -505,11 +515,14 @@ class LocalSentinel(_ServerGroup):
     def __init__(self, service: str = "quart-chat", replicas: int = 1,
                  sentinels: int = 3) -> None:
         self.service = service
-        self.primary = RedisServer()
-        self.replica_servers = [RedisServer(None, "--replicaof", LOOPBACK, str(self.primary.port))
-                                for _ in range(replicas)]
-        self.sentinels = [SentinelServer(service, self.primary.port, quorum=sentinels // 2 + 1)
-                          for _ in range(sentinels)]
+        ports = _free_ports(1 + replicas + sentinels)  # distinct, unlike separate picks
+        self.primary = RedisServer(ports.pop())
+        self.replica_servers = [
+            RedisServer(ports.pop(), "--replicaof", LOOPBACK, str(self.primary.port))
+            for _ in range(replicas)
+        ]
+        self.sentinels = [SentinelServer(service, self.primary.port, quorum=sentinels // 2 + 1,
+                                         port=ports.pop()) for _ in range(sentinels)]
 
     @property
     def url(self) -> str:
