@@ -122,3 +122,30 @@ def check_stream(frames: list[Frame], channel: str) -> tuple[list[int], list[int
     if after:
         assert after == list(range(after[0], after[0] + len(after))), "a hole after the gap"
     return before, after
+
+
+def pair(one: ServerProcess, two: ServerProcess, channels: list[str],
+         timeout: float) -> tuple[Client, Client]:
+    """A talker on ``one`` and a listener on ``two``, both subscribed to ``channels``."""
+    talker = Client(one.ws_url, "talker", timeout=timeout)
+    listener = Client(two.ws_url, "listener", timeout=timeout)
+    for client in (talker, listener):
+        for channel in channels:
+            client.ok("subscribe", channel=channel)
+    return talker, listener
+
+
+def stream_through(talker: Client, listener: Client, channel: str,
+                   disrupt: Callable[[], None]) -> tuple[Publisher, list[Frame]]:
+    """Publish ``0, 1, 2...`` to ``channel``; ``disrupt()`` after 200 are accepted, read
+    the listener until its gap notice, and stop once 200 more were accepted."""
+    publisher = Publisher(talker, channel)
+    publisher.start()
+    try:
+        publisher.wait_acked(200)
+        disrupt()
+        frames = read_until(listener, has_gap(channel))
+        publisher.wait_acked(200)
+    finally:
+        publisher.stop()
+    return publisher, frames

@@ -6,10 +6,7 @@ loopback ports, ``redis-cli --cluster create``) and stopped by PID afterwards.
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,7 +20,17 @@ from quart_chat.errors import ConfigError
 from quart_chat.stores.cluster import channel_key
 from quart_chat.testing import LocalCluster, RedisServer, ServerThread
 
-from .cluster_fixtures import Publisher, check_stream, has_gap, has_text, read_until, servers
+from .cluster_fixtures import (
+    Publisher,
+    check_stream,
+    has_gap,
+    has_text,
+    pair,
+    read_until,
+    servers,
+    stream_through,
+)
+from .helpers import health
 from .wsclient import Client
 
 pytestmark = pytest.mark.redis
@@ -51,15 +58,6 @@ def pubsub_connections(node: RedisServer) -> int:
     """Connections with at least one shard channel subscribed (``ssub>0``)."""
     return sum(1 for line in node.cli("CLIENT", "LIST").splitlines()
                if "ssub=" in line and "ssub=0 " not in line)
-
-
-def health(url: str) -> dict[str, Any]:
-    """``/healthz`` as JSON, whatever its status code."""
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
-            return dict(json.load(response))
-    except urllib.error.HTTPError as exc:
-        return dict(json.load(exc))
 
 
 def publish_retrying(client: Client, channel: str, text: str, attempts: int = 100) -> None:
@@ -268,20 +266,9 @@ def test_slot_migration_of_a_busy_channel_during_traffic():
         source = cluster.owner(slot)
         target = next(n for n in cluster.nodes if n is not source)
         calm = same_shard_channel(cluster, source, slot)
-        talker = Client(one.ws_url, "talker", timeout=30)
-        listener = Client(two.ws_url, "listener", timeout=30)
-        for client in (talker, listener):
-            client.ok("subscribe", channel=busy)
-            client.ok("subscribe", channel=calm)
-        publisher = Publisher(talker, busy)
-        publisher.start()
-        try:
-            publisher.wait_acked(200)
-            cluster.migrate_slot(slot, target)
-            frames = read_until(listener, has_gap(busy))
-            publisher.wait_acked(200)
-        finally:
-            publisher.stop()
+        talker, listener = pair(one, two, [busy, calm], timeout=30)
+        publisher, frames = stream_through(talker, listener, busy,
+                                           lambda: cluster.migrate_slot(slot, target))
         talker.ok("publish", channel=busy, text="end")
         talker.ok("publish", channel=calm, text="calm end")
         frames = read_until(listener, has_text(calm, "calm end"),
@@ -312,20 +299,8 @@ def test_shard_primary_killed_and_replaced_by_its_replica():
         victim = cluster.owner(slot)
         (heir,) = cluster.replicas_of(victim)
         elsewhere = next(c for c in CHANNELS if cluster.owner(slot_of(c)) is not victim)
-        talker = Client(one.ws_url, "talker", timeout=60)
-        listener = Client(two.ws_url, "listener", timeout=60)
-        for client in (talker, listener):
-            client.ok("subscribe", channel=busy)
-            client.ok("subscribe", channel=elsewhere)
-        publisher = Publisher(talker, busy)
-        publisher.start()
-        try:
-            publisher.wait_acked(200)
-            cluster.kill(victim)
-            frames = read_until(listener, has_gap(busy))
-            publisher.wait_acked(200)
-        finally:
-            publisher.stop()
+        talker, listener = pair(one, two, [busy, elsewhere], timeout=60)
+        publisher, frames = stream_through(talker, listener, busy, lambda: cluster.kill(victim))
         cluster.wait_healthy()
         assert cluster.owner(slot) is heir
         publish_retrying(talker, busy, "end")
