@@ -10,7 +10,7 @@ from importlib import resources
 
 from quart import Quart, Response, jsonify, request, websocket
 
-from . import __version__, liveness, metrics
+from . import __version__, api, liveness, metrics
 from .config import Settings
 from .errors import HandshakeRefused
 from .handshake import admit, identify_client
@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
                 await task
         await service.stop(app)
 
+    api.install(app, service)
     page = _chat_page(settings)
 
     @app.get("/")

@@ -27,6 +27,9 @@ class Settings:
 
     #: Browser origins allowed to open a WebSocket; empty means any origin.
     allowed_origins: tuple[str, ...] = ()
+    #: Key backends send as the ``X-API-Key`` header to use the server HTTP API
+    #: (``POST /api/<method>``); unset means the API is off.
+    api_key: str | None = dataclasses.field(default=None, repr=False)
     #: Address ``quart-chat serve`` listens on (``HOST:PORT``).
     bind: str = "127.0.0.1:8000"
     #: Inbound frames per second per session (burst: twice that); more get ``rate_limited``.

@@ -43,6 +43,10 @@ class UnknownType(ChatError):
     code = "unknown_type"
 
 
+class UnknownMethod(ChatError):
+    code = "unknown_method"
+
+
 class InvalidChannel(ChatError):
     code = "invalid_channel"
 

@@ -9,7 +9,7 @@ delivery to the others.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from . import metrics, protocol
@@ -25,6 +25,9 @@ class Hub:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.members: dict[str, set[Session]] = {}
+        #: Reserved channels (names no client may use) whose payloads go to a callback
+        #: instead of to sessions: the control path between processes (control.py).
+        self.listeners: dict[str, Callable[[bytes], None]] = {}
         # Serialises broker subscribe/unsubscribe transitions (first join, last leave).
         self._transition = asyncio.Lock()
 
@@ -54,6 +57,11 @@ class Hub:
                 del self.members[channel]
                 await self.broker.unsubscribe(channel)
 
+    async def listen(self, channel: str, callback: Callable[[bytes], None]) -> None:
+        """Hand every payload of the reserved ``channel`` to ``callback`` (never awaited)."""
+        self.listeners[channel] = callback
+        await self.broker.subscribe(channel)
+
     def deliver(self, channel: str, payload: bytes) -> None:
         """Broker callback: queue one encoded frame for every local subscriber."""
         members = self.members.get(channel)
@@ -62,6 +70,8 @@ class Hub:
             metrics.delivered(len(members))
             for session in tuple(members):
                 session.deliver(frame)
+        elif channel in self.listeners:
+            self.listeners[channel](payload)
 
     def gap(self, channels: Collection[str]) -> None:
         """Broker callback: tell local subscribers that messages may have been missed."""

@@ -28,6 +28,7 @@ CLOSE_TOO_BIG = 1009  # frame beyond the transport limit
 CLOSE_INTERNAL = 1011
 CLOSE_SLOW_CONSUMER = 4000  # outbound queue full: the client stopped reading
 CLOSE_DEAD_PEER = 4001  # no frame and no pong within ping_interval + ping_timeout
+CLOSE_DISCONNECTED = 4002  # disconnected by a backend (server API ``disconnect``)
 
 RequestId = int | str | None
 

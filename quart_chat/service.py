@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import time
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from . import metrics, protocol
+from . import __version__, metrics, protocol
 from .bots import Bot, bot_name
 from .brokers import open_backend
 from .config import Settings
-from .errors import ChatError
+from .control import Control
+from .errors import ChatError, UnknownMethod
 from .hub import Hub
 from .plugins import HookFailed, HookRunner, make_plugin_manager
 from .protocol import Message
@@ -59,11 +62,15 @@ class ChatService:
         self.stopping = False
         #: The node heartbeat and dead-node reaper (Redis only; see presence.py).
         self.presence = _node_presence(self)
+        #: Requests to every process (the server API's cross-process methods).
+        self.control = Control(self)
+        self.started_at = time.time()
 
     async def start(self, app: Quart) -> None:
         """Connect the broker and start plugins; raises if either cannot start."""
         await self.broker.start(self.hub.deliver, self._on_gap)
         try:
+            await self.control.start()
             for call in reversed(self.pm.hook.startup.get_hookimpls()):
                 await self.hooks.call(call, "startup", {"app": app})
         except BaseException:
@@ -83,6 +90,7 @@ class ChatService:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.control.stop()
         await self.notify("shutdown", app=app)
         await self.broker.close()
 
@@ -175,6 +183,58 @@ class ChatService:
                     await self.store.join(session.id, session.client_id, channel)
         except ChatError:
             log.warning("could not restore subscription records after reconnect", exc_info=True)
+
+    # -- control actions: this process's part of a request to every process ---------------
+
+    async def act(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Run one control action (``quart_chat.control``) on this process only."""
+        actions: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+            "disconnect": self._disconnect_client,
+            "subscribe": self._subscribe_client,
+            "unsubscribe": self._unsubscribe_client,
+            "channels": self._local_channels,
+            "info": self._info,
+        }
+        if op not in actions:
+            raise UnknownMethod(f"no control action {op!r}")
+        return await actions[op](**args)
+
+    def _sessions_of(self, client_id: str) -> list[Session]:
+        return [session for session in self.sessions if session.client_id == client_id]
+
+    async def _disconnect_client(self, client_id: str) -> dict[str, Any]:
+        """Close the client's sessions here (4002) and wait, bounded, until they ended."""
+        sessions = self._sessions_of(client_id)
+        for session in sessions:
+            session.close(protocol.CLOSE_DISCONNECTED, "disconnected by the server")
+        waits = [session.finished.wait() for session in sessions]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), self.settings.shutdown_timeout)
+        return {"sessions": len(sessions)}
+
+    async def _subscribe_client(self, client_id: str, channel: str) -> dict[str, Any]:
+        joined = [await s.subscribe_by_server(channel) for s in self._sessions_of(client_id)]
+        return {"sessions": sum(joined)}
+
+    async def _unsubscribe_client(self, client_id: str, channel: str) -> dict[str, Any]:
+        left = [await s.unsubscribe_by_server(channel) for s in self._sessions_of(client_id)]
+        return {"sessions": sum(left)}
+
+    async def _local_channels(self) -> dict[str, Any]:
+        return {"channels": sorted(name for name, members in self.hub.members.items()
+                                   if members)}
+
+    async def _info(self) -> dict[str, Any]:
+        return {
+            "sessions": len(self.sessions),
+            "clients": len({session.client_id for session in self.sessions}),
+            "channels": sum(1 for members in self.hub.members.values() if members),
+            "broker": self.broker.name,
+            "pid": os.getpid(),
+            "version": __version__,
+            "uptime": round(time.time() - self.started_at, 3),
+        }
 
     async def health(self) -> dict[str, Any]:
         broker = await self.broker.health()

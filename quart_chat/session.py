@@ -367,18 +367,10 @@ class Session:
         if len(self.channels) >= limit:
             raise Forbidden(f"subscription limit reached: at most {limit} channels per session")
         await self._authorize("subscribe", channel)
-        service = self._service
         if frame.since is not None:
             self._held[channel] = []  # live frames wait until the missed ones are out
         try:
-            await service.hub.join(self, channel)
-            self.channels.add(channel)
-            try:
-                await service.store.join(self.id, self.client_id, channel)
-            except Unavailable:
-                self.channels.discard(channel)
-                await service.hub.leave(self, channel)
-                raise
+            await self._enter(channel)
         except BaseException:
             self._held.pop(channel, None)
             raise
@@ -386,8 +378,39 @@ class Session:
             self.deliver(protocol.result(frame.id))
         else:
             await self._recover(frame.id, channel, frame.since)
-        await service.notify("client_subscribed", session=self, channel=channel)
+        await self._service.notify("client_subscribed", session=self, channel=channel)
         return _ANSWERED
+
+    async def _enter(self, channel: str) -> None:
+        """Join ``channel`` in the hub and the store; neither keeps it if one fails."""
+        service = self._service
+        await service.hub.join(self, channel)
+        self.channels.add(channel)
+        try:
+            await service.store.join(self.id, self.client_id, channel)
+        except Unavailable:
+            self.channels.discard(channel)
+            await service.hub.leave(self, channel)
+            raise
+
+    async def subscribe_by_server(self, channel: str) -> bool:
+        """Subscribe on the server's initiative (the server API), as a ``subscribe`` frame
+        would, without its result frame; False when already in or at the channel limit."""
+        if channel in self.channels or self.close_code is not None:
+            return False
+        if len(self.channels) >= self._settings.max_channels_per_session:
+            return False
+        await self._enter(channel)
+        await self._service.notify("client_subscribed", session=self, channel=channel)
+        return True
+
+    async def unsubscribe_by_server(self, channel: str) -> bool:
+        """Leave ``channel`` on the server's initiative; False when not subscribed."""
+        if channel not in self.channels:
+            return False
+        await self._exit(channel)
+        await self._service.notify("client_unsubscribed", session=self, channel=channel)
+        return True
 
     async def _unsubscribe(self, frame: Unsubscribe) -> dict[str, Any]:
         if frame.channel is None:
@@ -397,18 +420,21 @@ class Session:
             if channel not in self.channels:
                 raise NotSubscribed(f"not subscribed to {channel!r}")
             leaving = [channel]
-        service = self._service
         for channel in leaving:
-            self.channels.discard(channel)
-            self._replayed.pop(channel, None)
-            await service.hub.leave(self, channel)
-            try:
-                await service.store.leave(self.id, self.client_id, channel)
-            except Unavailable:
-                log.warning("session %s: store unreachable leaving %s", self.id, channel)
+            await self._exit(channel)
         for channel in leaving:
-            await service.notify("client_unsubscribed", session=self, channel=channel)
+            await self._service.notify("client_unsubscribed", session=self, channel=channel)
         return {"channels": sorted(self.channels)}
+
+    async def _exit(self, channel: str) -> None:
+        service = self._service
+        self.channels.discard(channel)
+        self._replayed.pop(channel, None)
+        await service.hub.leave(self, channel)
+        try:
+            await service.store.leave(self.id, self.client_id, channel)
+        except Unavailable:
+            log.warning("session %s: store unreachable leaving %s", self.id, channel)
 
     async def _publish(self, frame: Publish) -> dict[str, Any]:
         channel = check_channel(frame.channel)

@@ -38,8 +38,13 @@ class Broker(Protocol):
     async def unsubscribe(self, channel: str) -> None:
         """Stop delivering ``channel``."""
 
-    async def publish(self, channel: str, payload: bytes) -> None:
-        """Send ``payload`` to every subscriber of ``channel`` in every process."""
+    async def publish(self, channel: str, payload: bytes) -> int:
+        """Send ``payload`` to every subscriber of ``channel`` in every process.
+
+        Returns how many processes it reached, as the backend counts them (Redis:
+        PUBLISH's answer); the control path (:mod:`quart_chat.control`) waits for that
+        many answers.
+        """
 
     async def health(self) -> dict[str, Any]:
         """``{"connected": bool, ...}`` for ``/healthz``; never raises."""

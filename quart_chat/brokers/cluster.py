@@ -301,10 +301,10 @@ class ClusterBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._drop(channel_wire(self._prefix, channel))
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, payload: bytes) -> int:
         # Bounded: seen in CI, a publish through RedisCluster during a failover's node
         # table rebuild never returned; the client gets ``unavailable`` and retries.
-        await bounded_publish(
+        return await bounded_publish(
             self._redis.spublish(channel_wire(self._prefix, channel), payload), COMMAND_FAILED
         )
 

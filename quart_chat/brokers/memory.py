@@ -29,9 +29,11 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, payload: bytes) -> int:
         if self._deliver is not None and channel in self._channels:
             self._deliver(channel, payload)
+            return 1
+        return 0
 
     async def health(self) -> dict[str, Any]:
         return {"connected": self._deliver is not None}

@@ -40,12 +40,13 @@ BACKOFF_MAX = 5.0
 PUBLISH_TIMEOUT = 2 * COMMAND_TIMEOUT
 
 
-async def bounded_publish(command: Awaitable[object],
-                          failures: tuple[type[BaseException], ...] = REDIS_DOWN) -> None:
-    """Await a (S)PUBLISH for at most ``PUBLISH_TIMEOUT``; one of ``failures`` (which
-    must include ``TimeoutError``, as ``REDIS_DOWN`` does) becomes :class:`Unavailable`."""
+async def bounded_publish(command: Awaitable[Any],
+                          failures: tuple[type[BaseException], ...] = REDIS_DOWN) -> int:
+    """Await a (S)PUBLISH for at most ``PUBLISH_TIMEOUT``, returning how many subscribers
+    Redis delivered to; one of ``failures`` (which must include ``TimeoutError``, as
+    ``REDIS_DOWN`` does) becomes :class:`Unavailable`."""
     try:
-        await asyncio.wait_for(command, PUBLISH_TIMEOUT)
+        return int(await asyncio.wait_for(command, PUBLISH_TIMEOUT))
     except failures as exc:
         raise Unavailable("the message broker is unreachable; retry shortly") from exc
 
@@ -151,10 +152,10 @@ class RedisBroker:
         # While disconnected there is nothing to do: the next connection only
         # resubscribes what is still in self._channels.
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, payload: bytes) -> int:
         if not self._connected.is_set():  # known down: answer now, not after a timeout
             raise Unavailable("the message broker is unreachable; retry shortly")
-        await bounded_publish(self._redis.publish(self._prefix + channel.encode(), payload))
+        return await bounded_publish(self._redis.publish(self._prefix + channel.encode(), payload))
 
     async def health(self) -> dict[str, Any]:
         try:
