@@ -5,6 +5,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .app import chat_service, create_app
+from .bots import Bot
 from .config import Settings
 from .errors import ChatError, Forbidden, Rejected
 from .hookspecs import hookimpl
@@ -12,6 +13,7 @@ from .plugin_settings import plugin_settings
 from .protocol import Message
 
 __all__ = [
+    "Bot",
     "ChatError",
     "Forbidden",
     "Message",

@@ -10,7 +10,7 @@ from importlib import resources
 
 from quart import Quart, Response, jsonify, request, websocket
 
-from . import __version__, api, liveness, metrics
+from . import __version__, api, liveness, metrics, triggers
 from .config import Settings
 from .errors import HandshakeRefused
 from .handshake import admit, identify_client
@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
         health["version"] = __version__
         return jsonify(health), 200 if health["status"] == "ok" else 503
 
+    triggers.install(app, service)  # last: plugin routes may not take the server's
     return app
 
 

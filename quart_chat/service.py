@@ -65,6 +65,8 @@ class ChatService:
         #: Requests to every process (the server API's cross-process methods).
         self.control = Control(self)
         self.started_at = time.time()
+        # claim key -> monotonic expiry, for claims without Redis (one process)
+        self._claims: dict[str, float] = {}
 
     async def start(self, app: Quart) -> None:
         """Connect the broker and start plugins; raises if either cannot start."""
@@ -183,6 +185,26 @@ class ChatService:
                     await self.store.join(session.id, session.client_id, channel)
         except ChatError:
             log.warning("could not restore subscription records after reconnect", exc_info=True)
+
+    async def claim(self, key: str, seconds: float) -> bool:
+        """True for exactly one caller of ``key`` across every process sharing the backend
+        during ``seconds`` (Redis: ``SET NX PX``); raises ``Unavailable`` if Redis is down."""
+        client = getattr(self.store, "redis", None)
+        if client is None:  # the embedded broker: this is the only process
+            now = time.monotonic()
+            self._claims = {k: until for k, until in self._claims.items() if until > now}
+            if key in self._claims:
+                return False
+            self._claims[key] = now + seconds
+            return True
+        from .brokers.redis import REDIS_DOWN
+        from .errors import Unavailable
+
+        try:
+            return bool(await client.set(f"{self.settings.key_prefix}:claim:{key}",
+                                         self.node_id, nx=True, px=int(seconds * 1000)))
+        except REDIS_DOWN as exc:
+            raise Unavailable("Redis is unreachable") from exc
 
     # -- control actions: this process's part of a request to every process ---------------
 
