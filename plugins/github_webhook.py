@@ -70,7 +70,7 @@ def register_routes(bot: Bot) -> list[tuple[str, Callable[[], Awaitable[Any]], l
     async def receive() -> tuple[dict[str, Any], int]:
         if not config.secret:
             return {"error": "QUART_CHAT_PLUGIN_GITHUB_WEBHOOK_SECRET is not set"}, 503
-        body = await request.get_data(as_text=False)
+        body = await request.get_data(cache=True, as_text=False, parse_form_data=False)
         given = request.headers.get("X-Hub-Signature-256", "")
         if not hmac.compare_digest(given.encode(), signature(config.secret, body).encode()):
             return {"error": "missing or wrong X-Hub-Signature-256"}, 401
