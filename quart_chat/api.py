@@ -23,7 +23,6 @@ from .errors import (
     BadFrame,
     ChatError,
     Forbidden,
-    HistoryUnavailable,
     InternalError,
     TooLarge,
     UnknownMethod,
@@ -197,18 +196,11 @@ class Methods:
         return {"mids": [await self._publish(sender, channel, text) for channel in channels]}
 
     async def presence(self, args: ChannelArgs) -> dict[str, Any]:
-        return {"clients": await self._service.store.presence(check_channel(args.channel))}
+        return {"clients": await self._service.channel_presence(args.channel)}
 
     async def history(self, args: HistoryArgs) -> dict[str, Any]:
-        channel = check_channel(args.channel)
-        if not 1 <= args.limit <= self._settings.max_history:
-            raise BadFrame(f"limit must be between 1 and {self._settings.max_history}")
-        messages = await self._service.hooks.first(
-            "history", channel=channel, limit=args.limit, before=args.before
-        )
-        if messages is None:
-            raise HistoryUnavailable("no plugin keeps history for this channel")
-        return {"messages": list(messages)[: args.limit]}
+        messages = await self._service.history(None, args.channel, args.limit, args.before)
+        return {"messages": messages}
 
     async def channels(self, args: NoArgs) -> dict[str, Any]:
         answers = await self._service.control.ask("channels")

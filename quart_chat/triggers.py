@@ -13,6 +13,7 @@ gets its own :class:`Bot`, named after its plugin.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import time
@@ -20,9 +21,8 @@ from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .bots import Bot, bot_name
+from .bots import Bot
 from .errors import ChatError, ConfigError
-from .plugins import await_me_maybe
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -59,16 +59,10 @@ class Timer:
 
 def install(app: Quart, service: ChatService) -> None:
     """Add every plugin's routes to ``app`` and run every plugin's timers while it serves."""
-    for impl in reversed(service.pm.hook.register_routes.get_hookimpls()):
-        bot = Bot(service, bot_name(impl.plugin, impl.plugin_name))
-        routes = _declared(impl, {"app": app, "bot": bot})
-        for route in routes:
-            _add_route(app, impl.plugin_name, route)
-    timers = [
-        _timer(impl.plugin_name, bot_name(impl.plugin, impl.plugin_name), entry)
-        for impl in reversed(service.pm.hook.register_timers.get_hookimpls())
-        for entry in _declared(impl, {})
-    ]
+    for plugin_name, route in service.hooks.register_routes(app):
+        _add_route(app, plugin_name, route)
+    timers = [_timer(plugin_name, name, entry)
+              for plugin_name, name, entry in service.hooks.register_timers()]
     if timers:
         runner = Timers(service, timers)
 
@@ -77,24 +71,6 @@ def install(app: Quart, service: ChatService) -> None:
             runner.start()
             yield
             await runner.stop()
-
-
-def _declared(impl: Any, args: dict[str, Any]) -> list[Any]:
-    """What a register_* implementation returned (None: nothing); ConfigError if unusable."""
-    hook = impl.function.__name__
-    try:
-        value = impl.function(**{name: args[name] for name in impl.argnames})
-    except Exception as exc:
-        raise ConfigError(f"plugin {impl.plugin_name}: {hook} raised {exc!r}") from exc
-    if asyncio.iscoroutine(value):
-        value.close()
-        raise ConfigError(f"plugin {impl.plugin_name}: {hook} must be a plain def")
-    if value is None:
-        return []
-    if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"plugin {impl.plugin_name}: {hook} must return a list, "
-                          f"not {type(value).__name__}")
-    return list(value)
 
 
 def _add_route(app: Quart, plugin_name: str, route: Any) -> None:
@@ -163,7 +139,9 @@ class Timers:
         timeout = self._service.settings.hook_timeout
         try:
             async with asyncio.timeout(timeout):
-                await await_me_maybe(timer.function(bot))
+                result = timer.function(bot)
+                if inspect.isawaitable(result):
+                    await result
         except TimeoutError:
             log.error("plugin %s: timer %s timed out after %.1fs", timer.plugin_name,
                       timer.name, timeout)
