@@ -7,6 +7,8 @@ import json
 import os
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -208,3 +210,15 @@ class Collector:
         with contextlib.suppress(Exception):
             self.ws.close()
         self._thread.join(5)
+
+
+def http_json(url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+              method: str = "POST") -> tuple[int, Any]:
+    """One HTTP request: (status, decoded JSON answer), error statuses included."""
+    req = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())

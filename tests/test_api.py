@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +17,7 @@ from quart_chat.protocol import CLOSE_DISCONNECTED
 from quart_chat.server_api import ServerAPI
 from quart_chat.testing import ServerProcess, ServerThread
 
-from .helpers import wait_until
+from .helpers import http_json, wait_until
 from .wsclient import Client, close_code
 
 KEY = "test-api-key-0123456789"
@@ -48,14 +46,7 @@ def post(url: str, method: str, body: bytes | dict[str, Any] | None,
     headers = {"Content-Type": "application/json"}
     if key is not None:
         headers["X-API-Key"] = key
-    req = urllib.request.Request(f"{url}/api/{method}", data=data, headers=headers,
-                                 method=http_method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
+    return http_json(f"{url}/api/{method}", data, headers, http_method)
 
 
 class History:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from typing import Any
 
 import pytest
@@ -14,20 +12,10 @@ from quart_chat import hookimpl
 from quart_chat.errors import ConfigError
 from quart_chat.testing import ServerThread
 
+from ..helpers import http_json as http
 from .kit import load_example
 
 github_webhook = load_example("github_webhook")
-
-
-def http(url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-         method: str = "POST") -> tuple[int, Any]:
-    req = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
 
 
 class Notify:
