@@ -160,7 +160,8 @@ def test_the_architecture_page_shows_the_data_path():
     text = section(page("architecture.md"), "The data path")
     steps = ["socket", "Session", "ChatService", "Broker", "Hub", "Sessions"]
     positions = [text.find(step) for step in steps]
-    assert -1 not in positions and positions == sorted(positions), dict(zip(steps, positions))
+    found = dict(zip(steps, positions, strict=True))
+    assert -1 not in positions and positions == sorted(positions), found
 
 
 # -- links ------------------------------------------------------------------------------
@@ -188,9 +189,9 @@ def test_every_relative_link_lands(path: Path):
             continue  # http(s), mailto: not checked here
         file, _, anchor = target.partition("#")
         landing = (path.parent / file).resolve() if file else path
-        if not landing.exists():
-            broken.append(target)
-        elif anchor and landing.suffix == ".md" and anchor not in anchors(landing):
+        lands = landing.exists() and not (
+            anchor and landing.suffix == ".md" and anchor not in anchors(landing))
+        if not lands:
             broken.append(target)
     assert broken == []
 
