@@ -51,7 +51,7 @@ def test_every_public_name_resolves():
     """Every name in __all__ is importable from the top level, and is no module (a
     submodule of the same name, like plugin_settings, must not shadow it)."""
     pytest.importorskip("ipywidgets")  # ChatWidget
-    import quart_chat.plugins  # noqa: F401  # imports the plugin_settings submodule
+    import quart_chat.plugins  # imports the plugin_settings submodule
 
     for name in quart_chat.__all__:
         value = getattr(quart_chat, name)
