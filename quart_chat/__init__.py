@@ -9,6 +9,7 @@ JWT, prometheus_client); ``from quart_chat import create_app`` does.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 # Bound eagerly (it is light): the submodule of the same name would otherwise shadow
@@ -19,7 +20,9 @@ from .plugin_settings import plugin_settings
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what mypy and IDEs see; at run time __getattr__ imports on demand
-    from .app import chat_service, create_app
+    from quart import Quart
+
+    from .app import chat_service
     from .bots import Bot
     from .client import ChatClient
     from .config import Settings
@@ -43,7 +46,6 @@ _EXPORTS = {
     "Settings": "config",
     "Unavailable": "errors",
     "chat_service": "app",
-    "create_app": "app",
     "hookimpl": "hookspecs",
     "start_server": "embedded",
 }
@@ -68,6 +70,17 @@ __all__ = [
     "plugin_settings",
     "start_server",
 ]
+
+
+def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = ()) -> Quart:
+    """Build the server app (see :func:`quart_chat.app.create_app`); imports the server.
+
+    A function here rather than a lazy name: ``hypercorn "quart_chat:create_app()"``
+    evaluates the call in this module's namespace, which never asks ``__getattr__``.
+    """
+    from .app import create_app as build
+
+    return build(settings, plugins=plugins)
 
 
 def __getattr__(name: str) -> Any:

@@ -44,7 +44,15 @@ def test_the_pytest_entry_point_loads_no_server():
 
 def test_the_server_still_loads_on_demand():
     """The lazy names really import the server when asked for."""
-    assert loaded_after("from quart_chat import create_app") == SERVER_MODULES
+    assert loaded_after("from quart_chat import chat_service") == SERVER_MODULES
+
+
+def test_hypercorn_finds_create_app_in_the_package():
+    """``hypercorn "quart_chat:create_app()"`` (the documented deployment) evaluates the
+    call in the package's namespace, where lazy names are not looked up."""
+    code = ("from hypercorn.utils import load_application\n"
+            "load_application('quart_chat:create_app()', 2**20)\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, capture_output=True)
 
 
 def test_every_public_name_resolves():
@@ -56,7 +64,8 @@ def test_every_public_name_resolves():
     for name in quart_chat.__all__:
         value = getattr(quart_chat, name)
         assert not isinstance(value, type(quart_chat)), name
-    assert set(quart_chat.__all__) == {"__version__", "plugin_settings", *_EXPORTS}
+    assert set(quart_chat.__all__) == {"__version__", "create_app", "plugin_settings",
+                                       *_EXPORTS}
     assert set(quart_chat.__all__) <= set(dir(quart_chat))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         _ = quart_chat.nope  # type: ignore[attr-defined]
