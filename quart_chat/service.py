@@ -12,10 +12,10 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from . import metrics, protocol
+from .backends import open_backend
+from .backends.base import restore_records
 from .bots import Bot, bot_name
-from .brokers import open_backend
 from .config import Settings
-from .errors import ChatError
 from .hub import Hub
 from .plugins import HookFailed, HookRunner, make_plugin_manager
 from .protocol import Message
@@ -48,7 +48,8 @@ class ChatService:
     def __init__(self, settings: Settings, plugins: Iterable[object] = ()) -> None:
         self.settings = settings
         self.node_id = secrets.token_hex(6)
-        self.broker, self.store = open_backend(settings, self.node_id)
+        backend = open_backend(settings, self.node_id)
+        self.broker, self.store = backend.broker, backend.store
         self.hub = Hub(self.broker)
         self.pm = make_plugin_manager(settings, plugins)
         self.hooks = HookRunner(self.pm, settings.hook_timeout)
@@ -57,8 +58,10 @@ class ChatService:
         self._background: set[asyncio.Task[None]] = set()
         #: Set once shutdown has begun closing sessions.
         self.stopping = False
-        #: The node heartbeat and dead-node reaper (Redis only; see presence.py).
-        self.presence = _node_presence(self)
+        #: The node heartbeat and dead-node reaper (the Redis family; None in memory).
+        self.heartbeat = backend.heartbeat(self) if backend.heartbeat else None
+        if self.heartbeat is not None:
+            self.pm.register(self.heartbeat, name="quart_chat.node_heartbeat")
 
     async def start(self, app: Quart) -> None:
         """Connect the broker and start plugins; raises if either cannot start."""
@@ -164,17 +167,8 @@ class ChatService:
         # Records first (bounded), then the notice: a client that reacts to ``gap`` by
         # asking for presence or history already sees this process's sessions again.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._restore_records(), 2.0)
+            await asyncio.wait_for(restore_records(self.store, self.sessions), 2.0)
         self.hub.gap(channels)
-
-    async def _restore_records(self) -> None:
-        try:
-            for session in list(self.sessions):
-                await self.store.connect(session.id, session.client_id)
-                for channel in list(session.channels):
-                    await self.store.join(session.id, session.client_id, channel)
-        except ChatError:
-            log.warning("could not restore subscription records after reconnect", exc_info=True)
 
     async def health(self) -> dict[str, Any]:
         broker = await self.broker.health()
@@ -186,17 +180,6 @@ class ChatService:
             "channels": len(self.hub.members),
             **broker,
         }
-
-
-def _node_presence(service: ChatService) -> Any:
-    client = getattr(service.store, "redis", None)
-    if client is None:
-        return None
-    from .presence import NodePresence
-
-    presence = NodePresence(service, client)
-    service.pm.register(presence, name="quart_chat.presence")
-    return presence
 
 
 #: Fields a filter may not change: the channel was authorized, the sender authenticated.

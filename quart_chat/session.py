@@ -90,7 +90,7 @@ class Session:
         self.finished = asyncio.Event()
         #: True when the session ended without removing its store records (Redis was
         #: unreachable, or the server is stopping and removes them in bulk): the node
-        #: presence sweeps them (quart_chat.presence).
+        #: heartbeat sweeps them (quart_chat.backends.node_heartbeat).
         self.records_left = False
         self._service = service
         self._settings = settings
@@ -226,9 +226,9 @@ class Session:
         try:
             for channel in channels:
                 await service.hub.leave(self, channel)
-            if service.stopping and service.presence is not None:
+            if service.stopping and service.heartbeat is not None:
                 # a thousand sessions each cleaning up alone would queue for the command
-                # pool past the shutdown timeout; the presence sweeps them in bulk
+                # pool past the shutdown timeout; the node heartbeat sweeps them in bulk
                 self.records_left = True
             else:
                 await service.store.disconnect(self.id, self.client_id, channels)

@@ -1,10 +1,10 @@
-"""The pieces every Redis-backed broker shares (quart_chat.brokers.base)."""
+"""The pieces every Redis-backed broker shares (quart_chat.backends.base)."""
 
 from __future__ import annotations
 
 import asyncio
 
-from quart_chat.brokers.base import cancel_and_wait
+from quart_chat.backends.base import cancel_and_wait
 
 
 def test_cancel_and_wait_ends_a_task_that_swallowed_one_cancellation():
