@@ -485,7 +485,7 @@ async def test_concurrent_publishes_through_a_failover_fail_only_with_unavailabl
     from quart_chat.errors import Unavailable
 
     with LocalCluster(primaries=3, replicas=1) as cluster:
-        broker, _store = open_backend(Settings(redis_url=cluster.url), "stress")
+        broker = open_backend(Settings(redis_url=cluster.url), "stress").broker
         await broker.start(lambda channel, payload: None, lambda channels: None)
         victim = cluster.owner(slot_of("room-0"))
         failures: dict[str, int] = {}

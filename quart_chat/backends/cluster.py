@@ -47,9 +47,9 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from redis.asyncio import RedisCluster
 from redis.asyncio.cluster import ClusterNode
@@ -81,8 +81,6 @@ from .redis_support import (
 )
 
 log = logging.getLogger("quart_chat.cluster")
-
-T = TypeVar("T")
 
 SLOTS = 16384
 #: Errors that mean "the cluster (or part of it) is not reachable right now".
@@ -499,6 +497,9 @@ class ClusterBroker:
 class ClusterStore(RedisStore):
     """:class:`RedisStore` with hash-tagged keys, over a ``RedisCluster`` client."""
 
+    failures = COMMAND_FAILED
+    unreachable = "the subscription store (Redis Cluster) is unreachable"
+
     def __init__(self, client: RedisCluster, *, prefix: str) -> None:
         super().__init__(client, prefix=prefix)  # type: ignore[arg-type]
 
@@ -510,13 +511,6 @@ class ClusterStore(RedisStore):
 
     def presence_key(self, channel: str) -> str:
         return tagged(self._prefix, "presence", channel)
-
-    @staticmethod
-    async def _run(awaitable: Awaitable[T]) -> T:
-        try:
-            return await awaitable
-        except COMMAND_FAILED as exc:
-            raise Unavailable("the subscription store (Redis Cluster) is unreachable") from exc
 
 
 def _show(addr: Addr) -> str:

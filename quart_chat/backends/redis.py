@@ -311,6 +311,10 @@ class RedisBroker:
 class RedisStore:
     """Records kept in Redis so every process (and operators) can see them."""
 
+    #: What a command raises when Redis could not carry it out: ``unavailable``.
+    failures: tuple[type[BaseException], ...] = REDIS_DOWN
+    unreachable = "the subscription store (Redis) is unreachable"
+
     def __init__(self, client: aioredis.Redis, *, prefix: str) -> None:
         #: The command client, shared with the node heartbeat.
         self.client = client
@@ -375,9 +379,8 @@ class RedisStore:
     async def session_count(self, client_id: str) -> int:
         return int(await self._run(self.client.scard(self.client_key(client_id))))
 
-    @staticmethod
-    async def _run(awaitable: Awaitable[T]) -> T:
+    async def _run(self, awaitable: Awaitable[T]) -> T:
         try:
             return await awaitable
-        except REDIS_DOWN as exc:
-            raise Unavailable("the subscription store (Redis) is unreachable") from exc
+        except self.failures as exc:
+            raise Unavailable(self.unreachable) from exc
