@@ -51,6 +51,7 @@ log = logging.getLogger("quart_chat.redis")
 T = TypeVar("T")
 
 COMMAND_POOL_SIZE = 16
+#: The longest wait between two attempts to restore the pub/sub connection.
 BACKOFF_MAX = 5.0
 
 
