@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # what mypy and IDEs see; at run time __getattr__ imports on 
     from quart import Quart
 
     from .app import chat_service
+    from .backends import redis_client
+    from .backends.keys import channel_key
     from .bots import Bot
     from .client import ChatClient
     from .config import Settings
@@ -45,8 +47,10 @@ _EXPORTS = {
     "Session": "session",
     "Settings": "config",
     "Unavailable": "errors",
+    "channel_key": "backends.keys",
     "chat_service": "app",
     "hookimpl": "hookspecs",
+    "redis_client": "backends",
     "start_server": "embedded",
 }
 
@@ -64,10 +68,12 @@ __all__ = [
     "Settings",
     "Unavailable",
     "__version__",
+    "channel_key",
     "chat_service",
     "create_app",
     "hookimpl",
     "plugin_settings",
+    "redis_client",
     "start_server",
 ]
 
