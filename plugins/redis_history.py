@@ -25,10 +25,15 @@ from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
-from quart_chat import Message, chat_service, hookimpl, plugin_settings
-from quart_chat.brokers import redis_client
+from quart_chat import (
+    Message,
+    channel_key,
+    chat_service,
+    hookimpl,
+    plugin_settings,
+    redis_client,
+)
 from quart_chat.errors import Unavailable
-from quart_chat.stores.cluster import channel_key
 
 if TYPE_CHECKING:
     from quart import Quart

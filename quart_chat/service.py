@@ -16,14 +16,14 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, metrics, protocol
+from .backends import open_backend
+from .backends.base import restore_records
 from .bots import Bot
-from .brokers import open_backend
 from .config import Settings
 from .control import Control
 from .errors import (
     AlreadySubscribed,
     BadFrame,
-    ChatError,
     Forbidden,
     HistoryUnavailable,
     NotSubscribed,
@@ -65,7 +65,8 @@ class ChatService:
     def __init__(self, settings: Settings, plugins: Iterable[object] = ()) -> None:
         self.settings = settings
         self.node_id = secrets.token_hex(6)
-        self.broker, self.store = open_backend(settings, self.node_id)
+        backend = open_backend(settings, self.node_id)
+        self.broker, self.store = backend.broker, backend.store
         self.hub = Hub(self.broker)
         self.pm = make_plugin_manager(settings, plugins)
         self.hooks = Hooks(self.pm, settings, functools.partial(Bot, self))
@@ -73,13 +74,13 @@ class ChatService:
         self._background: set[asyncio.Task[None]] = set()
         #: Set once shutdown has begun closing sessions.
         self.stopping = False
-        #: The node heartbeat and dead-node reaper (Redis only; see presence.py).
-        self.presence = _node_presence(self)
+        #: The node heartbeat and dead-node reaper (the Redis family; None in memory).
+        self.heartbeat = backend.heartbeat(self) if backend.heartbeat else None
+        if self.heartbeat is not None:
+            self.pm.register(self.heartbeat, name="quart_chat.node_heartbeat")
         #: Requests to every process (the server API's cross-process methods).
         self.control = Control(self)
         self.started_at = time.time()
-        # claim key -> monotonic expiry, for claims without Redis (one process)
-        self._claims: dict[str, float] = {}
 
     async def start(self, app: Quart) -> None:
         """Connect the broker and start plugins; raises if either cannot start."""
@@ -135,9 +136,9 @@ class ChatService:
         try:
             for channel in channels:
                 await self.hub.leave(session, channel)
-            if self.stopping and self.presence is not None:
+            if self.stopping and self.heartbeat is not None:
                 # a thousand sessions each cleaning up alone would queue for the command
-                # pool past the shutdown timeout; the presence sweeps them in bulk
+                # pool past the shutdown timeout; the node heartbeat sweeps them in bulk
                 session.records_left = True
             else:
                 await self.store.disconnect(session.id, session.client_id, channels)
@@ -323,11 +324,6 @@ class ChatService:
             backlog.open = False
             _announcing.reset(token)
 
-    async def notify(self, hook_name: str, **kwargs: Any) -> None:
-        """Deprecated: only the node heartbeat (presence.py) still calls this, for
-        ``client_disconnected``; it moves to ``self.hooks.client_disconnected``."""
-        await getattr(self.hooks, hook_name)(**kwargs)
-
     def _on_gap(self, channels: Collection[str]) -> None:
         """The broker reconnected: warn subscribers and restore this process's records
         (a restarted Redis has forgotten them)."""
@@ -339,37 +335,8 @@ class ChatService:
         # Records first (bounded), then the notice: a client that reacts to ``gap`` by
         # asking for presence or history already sees this process's sessions again.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._restore_records(), 2.0)
+            await asyncio.wait_for(restore_records(self.store, self.sessions), 2.0)
         self.hub.gap(channels)
-
-    async def _restore_records(self) -> None:
-        try:
-            for session in list(self.sessions):
-                await self.store.connect(session.id, session.client_id)
-                for channel in list(session.channels):
-                    await self.store.join(session.id, session.client_id, channel)
-        except ChatError:
-            log.warning("could not restore subscription records after reconnect", exc_info=True)
-
-    async def claim(self, key: str, seconds: float) -> bool:
-        """True for exactly one caller of ``key`` across every process sharing the backend
-        during ``seconds`` (Redis: ``SET NX PX``); raises ``Unavailable`` if Redis is down."""
-        client = getattr(self.store, "redis", None)
-        if client is None:  # the embedded broker: this is the only process
-            now = time.monotonic()
-            self._claims = {k: until for k, until in self._claims.items() if until > now}
-            if key in self._claims:
-                return False
-            self._claims[key] = now + seconds
-            return True
-        from .brokers.redis import REDIS_DOWN
-        from .errors import Unavailable
-
-        try:
-            return bool(await client.set(f"{self.settings.key_prefix}:claim:{key}",
-                                         self.node_id, nx=True, px=int(seconds * 1000)))
-        except REDIS_DOWN as exc:
-            raise Unavailable("Redis is unreachable") from exc
 
     # -- control actions: this process's part of a request to every process ---------------
 
@@ -450,17 +417,6 @@ class ChatService:
             "channels": len(self.hub.members),
             **broker,
         }
-
-
-def _node_presence(service: ChatService) -> Any:
-    client = getattr(service.store, "redis", None)
-    if client is None:
-        return None
-    from .presence import NodePresence
-
-    presence = NodePresence(service, client)
-    service.pm.register(presence, name="quart_chat.presence")
-    return presence
 
 
 def channel_allowed(patterns: tuple[str, ...], channel: str) -> bool:

@@ -125,8 +125,8 @@ class Timers:
             period = math.floor(time.time() / timer.seconds) + 1
             await asyncio.sleep(max(0.0, period * timer.seconds - time.time()))
             try:
-                mine = await self._service.claim(f"timer:{timer.name}:{period}",
-                                                 2 * timer.seconds + CLAIM_SLACK)
+                mine = await self._service.store.claim(f"timer:{timer.name}:{period}",
+                                                       2 * timer.seconds + CLAIM_SLACK)
             except ChatError:
                 log.warning("timer %s: skipped a period (the backend is unreachable)", timer.name)
                 continue

@@ -183,10 +183,10 @@ def test_api_publish_reaches_subscribers_through_filters_and_persistence(api_ser
     alice.ok("subscribe", channel="lobby")
     api = ServerAPI(server.url, KEY)
     mid = api.publish("lobby", "deploy finished", sender="ci")
-    message = alice.next_message()
+    message = alice.next()
     assert (message["sender"], message["text"], message["mid"]) == ("ci", "deploy finished", mid)
     assert api.publish("lobby", "second") != mid
-    assert alice.next_message()["sender"] == "api"  # the default sender
+    assert alice.next()["sender"] == "api"  # the default sender
     assert plugin.filtered[0] == ("deploy finished", None)  # as for bots: no session
     assert [m["text"] for m in api.history("lobby")] == ["second", "deploy finished"]
     assert [m["mid"] for m in alice.ok("history", channel="lobby")["messages"]][1] == mid
@@ -199,8 +199,8 @@ def test_api_broadcast_publishes_once_per_channel_in_order(api_server, opened):
     bob.ok("subscribe", channel="b")
     mids = ServerAPI(server.url, KEY).broadcast(["a", "b", "c"], "maintenance at noon")
     assert len(set(mids)) == 3
-    assert alice.next_message()["mid"] == mids[0]
-    assert bob.next_message()["mid"] == mids[1]
+    assert alice.next()["mid"] == mids[0]
+    assert bob.next()["mid"] == mids[1]
 
 
 def test_api_presence_channels_and_info_see_the_sessions(api_server, opened):
@@ -224,7 +224,7 @@ def test_api_subscribe_and_unsubscribe_act_on_every_session_of_the_client(api_se
     assert first.ok("channels")["channels"] == ["news"]
     assert other.ok("channels")["channels"] == []
     api.publish("news", "extra!")
-    assert first.next_message()["text"] == second.next_message()["text"] == "extra!"
+    assert first.next()["text"] == second.next()["text"] == "extra!"
     assert api.presence("news") == ["alice"]
     assert api.unsubscribe("alice", "news") == 2
     assert second.ok("channels")["channels"] == []
@@ -261,7 +261,7 @@ def test_cli_publish_posts_through_the_api_and_prints_the_mid(memory_server):
                                            memory_server.url, "--sender", "cron"],
                                     env={"QUART_CHAT_API_KEY": KEY})
         assert result.exit_code == 0, result.output
-        message = alice.next_message()
+        message = alice.next()
         assert (message["sender"], message["mid"]) == ("cron", result.output.strip())
     finally:
         alice.close()
@@ -298,7 +298,7 @@ def test_api_acts_on_every_process_sharing_one_redis(two_processes):
         assert there.ok("channels")["channels"] == ["news"]
         assert api.channels() == ["news", "only-on-second"]
         ServerAPI(second.url, KEY).publish("news", "both processes")
-        assert here.next_message()["text"] == there.next_message()["text"] == "both processes"
+        assert here.next()["text"] == there.next()["text"] == "both processes"
         assert api.presence("news") == ["alice"]
 
         assert api.unsubscribe("alice", "news") == 2

@@ -13,7 +13,7 @@ from quart_chat.errors import ConfigError
 from quart_chat.testing import ServerThread
 
 from ..helpers import http_json as http
-from .kit import load_example
+from .kit import WAIT, load_example
 
 github_webhook = load_example("github_webhook")
 
@@ -39,15 +39,14 @@ class Notify:
 def test_hook_register_routes_views_answer_and_publish_as_the_plugin_bot(serve):
     server = serve(Notify())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="ops")
+    alice.subscribe("ops")
     assert http(f"{server.url}/hello/bob", method="GET") == (200, {"hello": "bob"})
     status, answer = http(f"{server.url}/notify",
                           json.dumps({"channel": "ops", "text": "disk 91%"}).encode(),
                           {"Content-Type": "application/json"})
-    message = alice.next_message()
-    assert status == 200 and answer["mid"] == message["mid"]
-    assert (message["sender"], message["text"], message.get("bot")) == ("notifier",
-                                                                         "disk 91%", True)
+    message = alice.receive(WAIT)
+    assert status == 200 and answer["mid"] == message.mid
+    assert (message.sender, message.text, message.bot) == ("notifier", "disk 91%", True)
 
 
 @pytest.mark.parametrize(("routes", "words"), [
@@ -96,16 +95,16 @@ def test_github_webhook_posts_a_signed_delivery_into_the_channel(serve, monkeypa
     monkeypatch.setenv("QUART_CHAT_PLUGIN_GITHUB_WEBHOOK_SECRET", "s3cret")
     server = serve(github_webhook)
     watcher = server.connect("watcher")
-    watcher.ok("subscribe", channel="github")
+    watcher.subscribe("github")
     status, answer = _deliver(server, PUSH, "s3cret")
-    message = watcher.next_message()
-    assert status == 200 and answer["mid"] == message["mid"]
-    assert (message["sender"], message["text"]) == (
+    message = watcher.receive(WAIT)
+    assert status == 200 and answer["mid"] == message.mid
+    assert (message.sender, message.text) == (
         "github", "alice pushed 2 commits to main of acme/rocket")
     pull = {"action": "opened", "pull_request": {"number": 7, "title": "Faster"},
             "repository": {"full_name": "acme/rocket"}, "sender": {"login": "bob"}}
     _deliver(server, pull, "s3cret", event="pull_request")
-    assert watcher.next_message()["text"] == "bob opened PR #7 in acme/rocket: Faster"
+    assert watcher.receive(WAIT).text == "bob opened PR #7 in acme/rocket: Faster"
 
 
 @pytest.mark.parametrize("secret", [None, "wrong"])
@@ -113,10 +112,10 @@ def test_github_webhook_refuses_a_missing_or_wrong_signature(serve, monkeypatch,
     monkeypatch.setenv("QUART_CHAT_PLUGIN_GITHUB_WEBHOOK_SECRET", "s3cret")
     server = serve(github_webhook)
     watcher = server.connect("watcher")
-    watcher.ok("subscribe", channel="github")
+    watcher.subscribe("github")
     assert _deliver(server, PUSH, secret)[0] == 401
     _deliver(server, {"repository": {"full_name": "acme/rocket"}}, "s3cret", event="ping")
-    assert watcher.next_message()["text"] == "webhook connected for acme/rocket"  # only
+    assert watcher.receive(WAIT).text == "webhook connected for acme/rocket"  # only
 
 
 def test_github_webhook_without_a_secret_refuses_everything(serve, monkeypatch):

@@ -9,12 +9,11 @@ import time
 
 import pytest
 
-from quart_chat import hookimpl
+from quart_chat import ChatClient, Message, hookimpl
 from quart_chat.errors import ConfigError
-from quart_chat.pytest_plugin import ChatClient
 from quart_chat.testing import ServerThread
 
-from .kit import load_example
+from .kit import WAIT, load_example
 
 uptime = load_example("uptime")
 
@@ -45,11 +44,11 @@ def test_hook_register_timers_run_every_period_with_the_plugin_bot(serve, caplog
     ticker = Ticker()
     server = serve(ticker)
     client = server.connect("watcher")
-    client.ok("subscribe", channel="ticks")
+    client.subscribe("ticks")
     with caplog.at_level(logging.ERROR, "quart_chat"):
-        first, second = client.next_message(), client.next_message()
-    assert (first["sender"], first.get("bot")) == ("ticker", True)
-    assert second["ts"] - first["ts"] == pytest.approx(PERIOD, abs=0.25)
+        first, second = client.receive(WAIT), client.receive(WAIT)
+    assert (first.sender, first.bot) == ("ticker", True)
+    assert second.ts - first.ts == pytest.approx(PERIOD, abs=0.25)
     assert "timer Ticker:Ticker.register_timers.<locals>.broken raised" in caplog.text
 
 
@@ -63,8 +62,8 @@ def test_hook_register_timers_a_bad_entry_stops_startup_naming_the_plugin():
         ServerThread(plugins=[Bad()])
 
 
-def _periods(messages: list[dict], seconds: float) -> collections.Counter[int]:
-    return collections.Counter(math.floor(m["ts"] / seconds) for m in messages)
+def _periods(messages: list[Message], seconds: float) -> collections.Counter[int]:
+    return collections.Counter(math.floor(m.ts / seconds) for m in messages)
 
 
 @pytest.mark.redis
@@ -75,16 +74,16 @@ def test_hook_register_timers_run_once_per_period_across_two_processes(processes
     first, second = processes(env), processes(env)
     watcher = ChatClient(first.ws_url, "watcher")
     try:
-        watcher.ok("subscribe", channel="status")
+        watcher.subscribe("status")
         started = time.time()
-        messages = [watcher.next_message() for _ in range(8)]
+        messages = [watcher.receive(WAIT) for _ in range(8)]
         elapsed = time.time() - started
     finally:
         watcher.close()
     counts = _periods(messages, PERIOD)
     assert max(counts.values()) == 1, counts  # never twice in one period
     assert elapsed < 8 * PERIOD + 2  # and not skipping periods either
-    assert all(m["sender"] == "uptime" and m["text"].startswith("up ") for m in messages)
+    assert all(m.sender == "uptime" and m.text.startswith("up ") for m in messages)
     assert second.process is not None and second.process.poll() is None
 
 
@@ -92,8 +91,8 @@ def test_uptime_posts_its_heartbeat_with_the_watchers(serve, monkeypatch):
     monkeypatch.setenv("QUART_CHAT_PLUGIN_UPTIME_SECONDS", str(PERIOD))
     server = serve(uptime)
     for name in ("alice", "bob"):
-        server.connect(name).ok("subscribe", channel="status")
-    message = server.clients[0].next_message()
-    assert message["sender"] == "uptime"
-    assert message["text"].endswith("; 2 watching")
+        server.connect(name).subscribe("status")
+    message = server.clients[0].receive(WAIT)
+    assert message.sender == "uptime"
+    assert message.text.endswith("; 2 watching")
     assert uptime.describe(3725) == "1h 02m" and uptime.describe(65) == "1m 05s"

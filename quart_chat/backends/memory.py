@@ -1,9 +1,52 @@
-"""The in-process subscription record, used with the embedded broker."""
+"""The embedded backend: in-process delivery and records, the default when no Redis URL
+is given. Refused with several workers (see Settings): messages would not cross them."""
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Collection
+from typing import Any
+
+from ..config import Settings
+from .base import Backend, Deliver, GapNotice
+
+
+def open(url: str, settings: Settings, node_id: str) -> Backend:
+    """The embedded broker and store (``memory://`` or no URL)."""
+    return Backend(MemoryBroker(), MemoryStore())
+
+
+class MemoryBroker:
+    """Delivers within this process only."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._channels: set[str] = set()
+        self._deliver: Deliver | None = None
+
+    async def start(self, deliver: Deliver, on_gap: GapNotice) -> None:
+        self._deliver = deliver
+
+    async def close(self) -> None:
+        self._deliver = None
+        self._channels.clear()
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+
+    async def publish(self, channel: str, payload: bytes) -> int:
+        if self._deliver is not None and channel in self._channels:
+            self._deliver(channel, payload)
+            return 1
+        return 0
+
+    async def health(self) -> dict[str, Any]:
+        return {"connected": self._deliver is not None}
 
 
 class MemoryStore:
@@ -13,6 +56,8 @@ class MemoryStore:
         self.sessions: dict[str, set[str]] = {}
         self.clients: dict[str, set[str]] = defaultdict(set)
         self.members: dict[str, dict[str, str]] = defaultdict(dict)
+        #: claim key -> monotonic expiry
+        self.claims: dict[str, float] = {}
 
     async def connect(self, session_id: str, client_id: str) -> None:
         self.sessions[session_id] = set()
@@ -41,11 +86,13 @@ class MemoryStore:
     async def session_count(self, client_id: str) -> int:
         return len(self.clients.get(client_id, ()))
 
-    async def client_channels(self, client_id: str) -> list[str]:
-        channels: set[str] = set()
-        for session_id in self.clients.get(client_id, ()):
-            channels |= self.sessions.get(session_id, set())
-        return sorted(channels)
+    async def claim(self, key: str, ttl: float) -> bool:
+        now = time.monotonic()
+        self.claims = {k: until for k, until in self.claims.items() if until > now}
+        if key in self.claims:
+            return False
+        self.claims[key] = now + ttl
+        return True
 
     def _drop_member(self, channel: str, session_id: str) -> None:
         members = self.members.get(channel)
