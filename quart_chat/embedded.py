@@ -71,6 +71,7 @@ class NotebookServer:
         self._key: tuple[Any, ...] = ()
         self._plugins: list[object] = []  # given to an in-process server, to restart it
         self._clients: list[ChatClient] = []
+        self._widgets: dict[str, ChatWidget] = {}
 
     def __repr__(self) -> str:
         where = ("external" if self._runner is None else
@@ -125,15 +126,22 @@ class NotebookServer:
 
     def widget(self, client_id: str, channel: str | None = "lobby", **options: Any
                ) -> ChatWidget:
-        """A :class:`~quart_chat.widgets.ChatWidget` for a new client (joins ``channel``).
+        """The :class:`~quart_chat.widgets.ChatWidget` of ``client_id`` (joins ``channel``).
 
-        ``token`` and ``reconnect_*`` options go to the client, the rest to the widget.
+        One per client id: running the cell again shows the same window rather than a
+        second connection. ``token`` and ``reconnect_*`` options go to the client, the
+        rest to the widget.
         """
         from .widgets import ChatWidget
 
+        made = self._widgets.get(client_id)
+        if made is not None and made.client.state != "closed":
+            return made
         client_options = {k: options.pop(k) for k in list(options)
                           if k == "token" or k.startswith("reconnect")}
-        return ChatWidget(self.client(client_id, **client_options), channel=channel, **options)
+        made = ChatWidget(self.client(client_id, **client_options), channel=channel, **options)
+        self._widgets[client_id] = made
+        return made
 
     def kill(self) -> None:
         """SIGKILL a server started with ``process=True``: a crash, no goodbyes."""
@@ -154,6 +162,7 @@ class NotebookServer:
         for client in self._clients:
             client.close()
         self._clients.clear()
+        self._widgets.clear()
         self._halt()
         if _servers.get(self.name) is self:
             del _servers[self.name]

@@ -26,6 +26,7 @@ import html
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as w
@@ -105,6 +106,9 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         # channel -> client id -> sessions seen in join frames (empty: known by presence)
         self._members: dict[str, dict[str, set[str]]] = {}
         self._lock = threading.RLock()  # the client's callback thread updates widgets too
+        self._arrived = threading.Condition(self._lock)
+        #: The last error shown under the text box, as plain text ("" when none).
+        self.error = ""
         self._height = height
         self._picking = False
         self._history = history
@@ -269,6 +273,21 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         with self._lock:
             return sorted(self._members.get(channel or self.channel or "", ()))
 
+    def wait_for(self, match: Callable[[Message], bool], timeout: float = 10.0) -> Message:
+        """The first message of the shown channel's log that ``match`` accepts, waiting up
+        to ``timeout`` seconds for it to arrive (``TimeoutError`` otherwise)."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while True:
+                found = next((m for m in self._logs.get(self.channel or "", ()) if match(m)),
+                             None)
+                if found is not None:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no such message in #{self.channel} within {timeout:g}s")
+                self._arrived.wait(left)
+
     def messages(self, channel: str | None = None) -> list[Message]:
         """The messages in the log of ``channel`` (the shown one by default), oldest first."""
         with self._lock:
@@ -323,6 +342,7 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             if log is None:
                 return
             log.append(message)
+            self._arrived.notify_all()
             if self._missed is not None:  # between a drop and the reconnect: a replay
                 self._missed[message.channel] = self._missed.get(message.channel, 0) + 1
             known = self._members.get(message.channel, {})
@@ -371,17 +391,17 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             self._show_error(f"reconnected, but could not rejoin {lost}")
         else:
             self._show_error("")
-        for channel, complete in event.recovered.items():
-            if not complete:  # the replay was impossible: fill the gap from history
-                self.load_history(channel)
-        self._show_note(self._reconnect_note(event, missed))
+        reloaded = {channel: self.load_history(channel)  # no replay: fill the gap from history
+                    for channel, complete in event.recovered.items() if not complete}
+        self._show_note(self._reconnect_note(event, missed, reloaded))
         if self.channel in event.lost:
             self.show(next(iter(sorted(self._logs)), None))
         else:
             self._render_header()
             self.refresh_members()
 
-    def _reconnect_note(self, event: Reconnected, missed: dict[str, int]) -> str:
+    def _reconnect_note(self, event: Reconnected, missed: dict[str, int],
+                        reloaded: dict[str, int]) -> str:
         tries = f"after {event.attempts} tries" if event.attempts > 1 else "at once"
         channel = self.channel
         if channel is None or channel not in event.recovered:
@@ -390,7 +410,9 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         if event.recovered[channel]:
             what = f"{count} missed message{'s' if count != 1 else ''} replayed"
             return f"reconnected {tries} · recovered: true · {what}"
-        return f"reconnected {tries} · recovered: false · reloaded from history"
+        if reloaded.get(channel):
+            return f"reconnected {tries} · recovered: false · {reloaded[channel]} from history"
+        return f"reconnected {tries} · recovered: false · messages sent meanwhile are missing"
 
     def _on_disconnect(self, event: Disconnected) -> None:
         with self._lock:
@@ -414,6 +436,7 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     # -- rendering ---------------------------------------------------------------------------
 
     def _show_error(self, text: str) -> None:
+        self.error = text
         self.error_line.value = (
             f'<div style="{_FONT} color:#b3261e;background:#fdecea;border-radius:4px;'
             f'padding:3px 8px;margin-top:4px;white-space:normal;overflow-wrap:anywhere;'

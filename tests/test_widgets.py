@@ -215,22 +215,24 @@ class Journal:
 
 def test_a_channel_opens_with_its_history_in_order() -> None:
     """Earlier messages fill the log when a channel opens, oldest first, none twice."""
-    with ServerThread(Settings(log_level="critical"), plugins=[Journal()]) as server:
-        with ChatClient(server.ws_url, "alice") as alice:
-            alice.subscribe("lobby")
-            for n in range(3):
-                alice.publish("lobby", f"earlier {n}")
-            chat = ChatWidget(server.ws_url, "bob", history=2)
-            try:
-                assert [m.text for m in chat.messages()] == ["earlier 1", "earlier 2"]
-                assert chat.message_log.value.index("earlier 1") < chat.message_log.value.index(
-                    "earlier 2")
-                chat.send("now")
-                wait_until(lambda: len(chat.messages()) == 3, WAIT)
-                assert chat.load_history("lobby") == 0  # nothing new: nothing doubled
-                assert [m.text for m in chat.messages()] == ["earlier 1", "earlier 2", "now"]
-            finally:
-                chat.close()
+    with (ServerThread(Settings(log_level="critical"), plugins=[Journal()]) as server,
+          ChatClient(server.ws_url, "alice") as alice):
+        alice.subscribe("lobby")
+        for n in range(3):
+            alice.publish("lobby", f"earlier {n}")
+        chat = ChatWidget(server.ws_url, "bob", history=2)
+        try:
+            assert [m.text for m in chat.messages()] == ["earlier 1", "earlier 2"]
+            log = chat.message_log.value
+            assert log.index("earlier 1") < log.index("earlier 2")
+            chat.send("now")
+            assert chat.wait_for(lambda m: m.text == "now", WAIT).sender == "bob"
+            assert chat.load_history("lobby") == 0  # nothing new: nothing doubled
+            assert [m.text for m in chat.messages()] == ["earlier 1", "earlier 2", "now"]
+            with pytest.raises(TimeoutError):
+                chat.wait_for(lambda m: m.text == "never", 0.1)
+        finally:
+            chat.close()
 
 
 def test_without_a_history_plugin_a_channel_opens_quietly(widget) -> None:
