@@ -90,10 +90,11 @@ def test_recovering_1000_missed_messages_is_complete_and_timed(processes, plugin
         talker.ok("publish", channel="room", text="seen")
         since = reader.next_message()["mid"]
         reader.close()
-        for n in range(count):
-            talker.send({"type": "publish", "channel": "room", "text": f"m{n}", "id": n})
-        for n in range(count):
-            talker.reply(n)
+        for window in range(0, count, 50):  # pipelined, within the inbound backlog limit
+            for n in range(window, window + 50):
+                talker.send({"type": "publish", "channel": "room", "text": f"m{n}", "id": n})
+            for n in range(window, window + 50):
+                talker.reply(n)
         again = ChatClient(first.ws_url, "reader", timeout=30)
         start = time.perf_counter()
         reply = again.ok("subscribe", channel="room", since=since)
@@ -131,8 +132,9 @@ def test_too_many_missed_or_a_since_no_longer_kept_recovers_nothing(processes, p
         within = ChatClient(server.ws_url, "reader-ok")
         clients.append(within)
         reply = within.ok("subscribe", channel="room", since=mids[-3])
-        assert (reply["recovered"], reply["missed"]) == (True, 2)
-        assert [within.next_message()["text"] for _ in range(2)] == ["m68", "m69"]
+        expected = ["m68", "m69", *(f"after {name}" for name in cases)]
+        assert (reply["recovered"], reply["missed"]) == (True, len(expected))
+        assert [within.next_message()["text"] for _ in expected] == expected
     finally:
         for client in clients:
             client.close()
@@ -159,6 +161,7 @@ def test_recovery_while_another_process_keeps_publishing(processes, plugin_env):
     reader.ok("subscribe", channel="room")
     thread = threading.Thread(target=talk, daemon=True)
     thread.start()
+    again = None
     try:
         last = [reader.next_message() for _ in range(50)][-1]
         reader.close()
@@ -166,12 +169,16 @@ def test_recovery_while_another_process_keeps_publishing(processes, plugin_env):
         again = ChatClient(first.ws_url, "reader")
         assert again.ok("subscribe", channel="room", since=last["mid"])["recovered"] is True
         time.sleep(0.3)
+        stop.set()
+        thread.join(10)
+        start = sent.index(last["text"]) + 1
+        got = [again.next_message()["text"] for _ in sent[start:]]
+        again.ok("ping")
+        assert got == sent[start:]
+        assert not [f for f in again.inbox if f["type"] == "message"]
     finally:
         stop.set()
         thread.join(10)
-    start = sent.index(last["text"]) + 1
-    got = [again.next_message()["text"] for _ in sent[start:]]
-    again.ok("ping")
-    assert got == sent[start:]
-    assert not [f for f in again.inbox if f["type"] == "message"]
-    again.close()
+        for client in (reader, talker, again):
+            if client is not None:
+                client.close()
