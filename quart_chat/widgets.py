@@ -109,6 +109,8 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self._arrived = threading.Condition(self._lock)
         #: The last error shown under the text box, as plain text ("" when none).
         self.error = ""
+        #: The connection note (lost, reconnected, recovered), as plain text.
+        self.note = ""
         self._height = height
         self._picking = False
         self._history = history
@@ -402,17 +404,16 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def _reconnect_note(self, event: Reconnected, missed: dict[str, int],
                         reloaded: dict[str, int]) -> str:
-        tries = f"after {event.attempts} tries" if event.attempts > 1 else "at once"
         channel = self.channel
         if channel is None or channel not in event.recovered:
-            return f"reconnected {tries}"
+            return "reconnected"
         count = missed.get(channel, 0)
         if event.recovered[channel]:
-            what = f"{count} missed message{'s' if count != 1 else ''} replayed"
-            return f"reconnected {tries} · recovered: true · {what}"
+            return (f"reconnected · recovered: true · {count} missed "
+                    f"message{'s' if count != 1 else ''} replayed")
         if reloaded.get(channel):
-            return f"reconnected {tries} · recovered: false · {reloaded[channel]} from history"
-        return f"reconnected {tries} · recovered: false · messages sent meanwhile are missing"
+            return f"reconnected · recovered: false · {reloaded[channel]} from history"
+        return "reconnected · recovered: false · messages sent meanwhile are missing"
 
     def _on_disconnect(self, event: Disconnected) -> None:
         with self._lock:
@@ -444,6 +445,7 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         )
 
     def _show_note(self, text: str) -> None:
+        self.note = text
         self.note_line.value = (
             f'<div style="{_FONT} color:#5a4a00;background:#fff8e1;border-radius:4px;'
             f'padding:3px 8px;margin-top:4px;line-height:1.35;">↻ {html.escape(text)}</div>'

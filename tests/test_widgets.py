@@ -287,7 +287,7 @@ def test_after_a_server_restart_the_widget_says_what_was_recovered(redis_url: st
                 bob.publish("lobby", f"missed {n}")
             east = ServerThread(settings, plugins=[journal], port=east.port).start()
             wait_until(lambda: "recovered" in chat.note_line.value, WAIT)
-        assert "recovered: true · 3 missed messages replayed" in chat.note_line.value
+        assert chat.note == "reconnected · recovered: true · 3 missed messages replayed"
         assert [m.text for m in chat.messages()] == ["before", "missed 0", "missed 1",
                                                       "missed 2"]
     finally:
