@@ -39,7 +39,7 @@ def run(path: Path) -> None:
     """Execute ``path`` in place; for 01, also draw the picture before the kernel ends."""
     book = nbformat.read(path, as_version=4)
     client = NotebookClient(book, timeout=600, kernel_name="python3",
-                            skip_cells_with_tag="nbval-skip",
+                            skip_cells_with_tag="nbval-skip", record_timing=False,
                             resources={"metadata": {"path": str(HERE)}})
     with client.setup_kernel():
         for index, cell in enumerate(book.cells):
