@@ -17,6 +17,7 @@ from quart_chat.testing import ServerThread, free_port
 from quart_chat.widgets import ChatWidget, render_message, sender_color
 
 from .helpers import wait_until
+from .test_client import History
 
 WAIT = 10.0
 
@@ -191,19 +192,8 @@ def test_a_greeting_sent_right_after_joining_is_in_the_log() -> None:
                 chat.close()
 
 
-class Journal:
+class Journal(History):
     """Keeps every message: serves ``history`` and ``recover`` (shared by servers in a test)."""
-
-    def __init__(self) -> None:
-        self.kept: list[Message] = []
-
-    @hookimpl
-    def message_published(self, message: Message) -> None:
-        self.kept.append(message)
-
-    @hookimpl
-    def history(self, channel: str, limit: int) -> list[Message]:
-        return [m for m in self.kept if m.channel == channel][::-1][:limit]
 
     @hookimpl
     def recover(self, channel: str, since: str, limit: int) -> list[Message] | None:
