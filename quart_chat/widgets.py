@@ -163,9 +163,7 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         client.on_message(self._on_message)
         client.on_reconnect(self._on_reconnect)
         client.on_disconnect(self._on_disconnect)
-        on_presence = getattr(client, "on_presence", None)  # join/leave frames, newer clients
-        if on_presence is not None:
-            on_presence(self._on_presence)
+        client.on_presence(self._on_presence)
         for joined in client.subscriptions:
             self._logs.setdefault(joined, deque(maxlen=LOG_LENGTH))
         self._render_all()
