@@ -54,7 +54,8 @@ MAX_BATCH = 256
 #: Seconds allowed for the close frame to reach a client that may not be reading.
 CLOSE_TIMEOUT = 1.0
 #: Seconds of clock difference between server processes tolerated when a live frame's
-#: ``mid`` time tells whether a recovery's late frames can still come (see _recover).
+#: ``mid`` time tells whether a recovery's late frames can still come, and seconds (on
+#: this process's clock) those frames are watched for at least (see _recover).
 REPLAY_CLOCK_SLACK = 2.0
 #: Frames the send loop may write back to back before it yields to the event loop.
 SEND_BURST = 64
@@ -112,9 +113,10 @@ class Session:
         self._last_frame = time.monotonic()
         # channel -> live frames held back while missed messages are recovered
         self._held: dict[str, list[tuple[str | None, str]]] = {}
-        #: channel -> (mids replayed by a recovery whose live frames have not come yet,
-        #: the mid prefix past which they cannot come any more); see _recover.
-        self._replayed: dict[str, tuple[set[str], str]] = {}
+        #: channel -> (mids replayed by a recovery whose live frames may still come, the
+        #: mid prefix past which they cannot, the monotonic time before which they are
+        #: watched in any case); see _recover.
+        self._replayed: dict[str, tuple[set[str], str, float]] = {}
         self._handlers: dict[type[ClientFrame], Callable[[Any], Awaitable[Any]]] = {
             Subscribe: self._subscribe,
             Unsubscribe: self._unsubscribe,
@@ -458,7 +460,11 @@ class Session:
         that was also recovered (same ``mid``) is sent once. A message is stored after
         the broker accepted it, so its live frame can still be on its way through Redis
         when the replay is read: such late frames are dropped too, until a frame made
-        after the replay (by its ``mid`` time, plus clock slack) shows none can follow.
+        after the replay (by its ``mid`` time, plus clock slack) shows none can follow
+        and this process's own clock has also passed the slack (so a process whose clock
+        runs ahead cannot end the watch early). A held frame counts as late too: a
+        message's live frame can come twice (redis-py resends a PUBLISH whose reply timed
+        out), and the second copy must not follow its replay.
         """
         read_at = time.time()
         limit = min(self._settings.max_recovery, max(1, self._settings.outbound_queue // 2))
@@ -479,9 +485,9 @@ class Session:
         for mid, frame in held:
             if mid is None or mid not in seen:
                 self.deliver(frame)
-        late = seen - {mid for mid, _ in held}
-        if late:
-            self._replayed[channel] = (late, protocol.new_mid(read_at + REPLAY_CLOCK_SLACK)[:12])
+        if seen:
+            self._replayed[channel] = (seen, protocol.new_mid(read_at + REPLAY_CLOCK_SLACK)[:12],
+                                       time.monotonic() + REPLAY_CLOCK_SLACK)
 
     def _replayed_already(self, frame: str) -> bool:
         """Drop a late live frame of a message a recovery already replayed; True if so."""
@@ -489,13 +495,10 @@ class Session:
         pending = self._replayed.get(channel) if channel is not None else None
         if pending is None or mid is None:
             return False
-        late, horizon = pending
-        if mid in late:
-            late.discard(mid)
-            if not late:
-                del self._replayed[channel]  # type: ignore[arg-type]
+        late, horizon, watched_until = pending
+        if mid in late:  # kept in the set: a second copy may still follow
             return True
-        if mid[:12] > horizon:  # made after the replay was read: the late ones are past
+        if mid[:12] > horizon and time.monotonic() > watched_until:  # the late ones are past
             del self._replayed[channel]  # type: ignore[arg-type]
         return False
 

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from quart_chat import Message, hookimpl
-from quart_chat.protocol import encode_message
+from quart_chat.protocol import encode_message, new_mid
+from quart_chat.session import REPLAY_CLOCK_SLACK
 from quart_chat.testing import ServerThread
 
 from .helpers import Collector, wait_until
@@ -96,6 +97,74 @@ def test_a_live_frame_coming_after_its_replay_is_not_sent_twice(make_server, ope
             server.service.hub.deliver("room", encode_message(message))
 
     server.call(late_frames())
+    talker.ok("publish", channel="room", text="after")
+    assert texts(reader.messages(3)) == ["m1", "m2", "after"]
+    reader.ok("ping")
+    assert not [f for f in reader.inbox if f["type"] == "message"]
+
+
+@pytest.mark.parametrize("broker", ["memory"], indirect=True)
+def test_a_late_frame_coming_after_a_frame_from_a_clock_ahead_is_not_sent_twice(make_server,
+                                                                                  opened):
+    """Another process's clock may run ahead by more than REPLAY_CLOCK_SLACK: its frame,
+    arriving between the replay and a late frame, must not end the late frames' check."""
+    journal = Journal()
+    server = make_server(plugins=(journal,))
+    talker = opened(server, "talker")
+    talker.ok("subscribe", channel="room")
+    for n in range(3):
+        talker.ok("publish", channel="room", text=f"m{n}")
+    first, replayed = journal.logs["room"][0], journal.logs["room"][1:]
+    reader = opened(server, "reader")
+    assert reader.ok("subscribe", channel="room", since=first.mid)["missed"] == 2
+    ahead = time.time() + 10 * REPLAY_CLOCK_SLACK
+    from_ahead = Message(channel="room", sender="other", text="ahead", ts=ahead,
+                         mid=new_mid(ahead))
+
+    async def deliveries() -> None:  # the other process's frame, then the late ones
+        server.service.hub.deliver("room", encode_message(from_ahead))
+        for message in replayed:
+            server.service.hub.deliver("room", encode_message(message))
+
+    server.call(deliveries())
+    talker.ok("publish", channel="room", text="after")
+    assert texts(reader.messages(4)) == ["m1", "m2", "ahead", "after"]
+    reader.ok("ping")
+    assert not [f for f in reader.inbox if f["type"] == "message"]
+
+
+@pytest.mark.parametrize("broker", ["memory"], indirect=True)
+def test_a_live_frame_that_comes_again_after_the_replay_is_not_sent_twice(make_server, opened):
+    """A message's live frame can come twice (redis-py resends a PUBLISH whose reply timed
+    out): held during the recovery and then again after it, it is still sent once."""
+    server_box: list[Any] = []
+
+    class Overlapping(Journal):
+        """Recovers from its log while the first live frames come in (they are held)."""
+
+        @hookimpl
+        async def recover(self, channel: str, since: str, limit: int) -> list[Message] | None:
+            missed = Journal.recover(self, channel, since, limit)
+            for message in missed or ():
+                server_box[0].service.hub.deliver(channel, encode_message(message))
+            return missed
+
+    journal = Overlapping()
+    server = make_server(plugins=(journal,))
+    server_box.append(server)
+    talker = opened(server, "talker")
+    talker.ok("subscribe", channel="room")
+    for n in range(3):
+        talker.ok("publish", channel="room", text=f"m{n}")
+    first, replayed = journal.logs["room"][0], journal.logs["room"][1:]
+    reader = opened(server, "reader")
+    assert reader.ok("subscribe", channel="room", since=first.mid)["missed"] == 2
+
+    async def again() -> None:  # the resent PUBLISH's frames
+        for message in replayed:
+            server.service.hub.deliver("room", encode_message(message))
+
+    server.call(again())
     talker.ok("publish", channel="room", text="after")
     assert texts(reader.messages(3)) == ["m1", "m2", "after"]
     reader.ok("ping")
