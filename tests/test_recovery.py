@@ -77,6 +77,31 @@ def test_hook_recover_a_reconnecting_client_gets_exactly_the_missed_messages_in_
     assert not [f for f in again.inbox if f["type"] == "message"]
 
 
+def recovered_then_late(server: Any, opened: Any, journal: Journal,
+                        first: tuple[Message, ...] = ()) -> list[str]:
+    """m0..m2 are published; a reader recovers m1, m2 after m0; then the broker hands
+    over ``first`` and the live frames of m1 and m2, and "after" is published. The texts
+    the reader gets (checked to be all it gets)."""
+    talker = opened(server, "talker")
+    talker.ok("subscribe", channel="room")
+    for n in range(3):
+        talker.ok("publish", channel="room", text=f"m{n}")
+    since, replayed = journal.logs["room"][0], journal.logs["room"][1:]
+    reader = opened(server, "reader")
+    assert reader.ok("subscribe", channel="room", since=since.mid)["missed"] == 2
+
+    async def late_frames() -> None:  # what the broker does when Redis hands them over now
+        for message in (*first, *replayed):
+            server.service.hub.deliver("room", encode_message(message))
+
+    server.call(late_frames())
+    talker.ok("publish", channel="room", text="after")
+    got = texts(reader.messages(3 + len(first)))
+    reader.ok("ping")
+    assert not [f for f in reader.inbox if f["type"] == "message"]
+    return got
+
+
 @pytest.mark.parametrize("broker", ["memory"], indirect=True)
 def test_a_live_frame_coming_after_its_replay_is_not_sent_twice(make_server, opened):
     """A message is stored once the broker took it, so its live frame can still be on its
@@ -84,23 +109,7 @@ def test_a_live_frame_coming_after_its_replay_is_not_sent_twice(make_server, ope
     messages after it are delivered as usual."""
     journal = Journal()
     server = make_server(plugins=(journal,))
-    talker = opened(server, "talker")
-    talker.ok("subscribe", channel="room")
-    for n in range(3):
-        talker.ok("publish", channel="room", text=f"m{n}")
-    first, replayed = journal.logs["room"][0], journal.logs["room"][1:]
-    reader = opened(server, "reader")
-    assert reader.ok("subscribe", channel="room", since=first.mid)["missed"] == 2
-
-    async def late_frames() -> None:  # what the broker does when Redis hands them over now
-        for message in replayed:
-            server.service.hub.deliver("room", encode_message(message))
-
-    server.call(late_frames())
-    talker.ok("publish", channel="room", text="after")
-    assert texts(reader.messages(3)) == ["m1", "m2", "after"]
-    reader.ok("ping")
-    assert not [f for f in reader.inbox if f["type"] == "message"]
+    assert recovered_then_late(server, opened, journal) == ["m1", "m2", "after"]
 
 
 @pytest.mark.parametrize("broker", ["memory"], indirect=True)
@@ -110,27 +119,11 @@ def test_a_late_frame_coming_after_a_frame_from_a_clock_ahead_is_not_sent_twice(
     arriving between the replay and a late frame, must not end the late frames' check."""
     journal = Journal()
     server = make_server(plugins=(journal,))
-    talker = opened(server, "talker")
-    talker.ok("subscribe", channel="room")
-    for n in range(3):
-        talker.ok("publish", channel="room", text=f"m{n}")
-    first, replayed = journal.logs["room"][0], journal.logs["room"][1:]
-    reader = opened(server, "reader")
-    assert reader.ok("subscribe", channel="room", since=first.mid)["missed"] == 2
     ahead = time.time() + 10 * REPLAY_CLOCK_SLACK
     from_ahead = Message(channel="room", sender="other", text="ahead", ts=ahead,
                          mid=new_mid(ahead))
-
-    async def deliveries() -> None:  # the other process's frame, then the late ones
-        server.service.hub.deliver("room", encode_message(from_ahead))
-        for message in replayed:
-            server.service.hub.deliver("room", encode_message(message))
-
-    server.call(deliveries())
-    talker.ok("publish", channel="room", text="after")
-    assert texts(reader.messages(4)) == ["m1", "m2", "ahead", "after"]
-    reader.ok("ping")
-    assert not [f for f in reader.inbox if f["type"] == "message"]
+    got = recovered_then_late(server, opened, journal, first=(from_ahead,))
+    assert got == ["m1", "m2", "ahead", "after"]
 
 
 @pytest.mark.parametrize("broker", ["memory"], indirect=True)
@@ -152,23 +145,7 @@ def test_a_live_frame_that_comes_again_after_the_replay_is_not_sent_twice(make_s
     journal = Overlapping()
     server = make_server(plugins=(journal,))
     server_box.append(server)
-    talker = opened(server, "talker")
-    talker.ok("subscribe", channel="room")
-    for n in range(3):
-        talker.ok("publish", channel="room", text=f"m{n}")
-    first, replayed = journal.logs["room"][0], journal.logs["room"][1:]
-    reader = opened(server, "reader")
-    assert reader.ok("subscribe", channel="room", since=first.mid)["missed"] == 2
-
-    async def again() -> None:  # the resent PUBLISH's frames
-        for message in replayed:
-            server.service.hub.deliver("room", encode_message(message))
-
-    server.call(again())
-    talker.ok("publish", channel="room", text="after")
-    assert texts(reader.messages(3)) == ["m1", "m2", "after"]
-    reader.ok("ping")
-    assert not [f for f in reader.inbox if f["type"] == "message"]
+    assert recovered_then_late(server, opened, journal) == ["m1", "m2", "after"]
 
 
 def test_recovery_while_messages_keep_flowing_has_no_gap_and_no_duplicate(make_server):

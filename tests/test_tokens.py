@@ -71,7 +71,7 @@ class JwksServer:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
-
+            def do_GET(self) -> None:
                 owner.fetches += 1
                 body = json.dumps({"keys": [owner.jwk(kid, key)
                                             for kid, key in owner.keys.items()]}).encode()
