@@ -16,7 +16,6 @@ from .tokens import verifier
 if TYPE_CHECKING:
     from quart.wrappers import Websocket
 
-    from .config import Settings
     from .service import ChatService
 
 
