@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # what mypy and IDEs see; at run time __getattr__ imports on 
     from .bots import Bot
     from .client import ChatClient
     from .config import Settings
-    from .embedded import start_server
+    from .embedded import RedisMissing, start_redis, start_server
     from .errors import ChatError, Forbidden, Rejected, Unavailable
     from .hookspecs import hookimpl
     from .protocol import Message
@@ -44,6 +44,7 @@ _EXPORTS = {
     "ChatWidget": "widgets",  # needs ipywidgets (the notebook extra)
     "Forbidden": "errors",
     "Message": "protocol",
+    "RedisMissing": "embedded",
     "Rejected": "errors",
     "ServerAPI": "server_api",
     "Session": "session",
@@ -53,6 +54,7 @@ _EXPORTS = {
     "chat_service": "app",
     "hookimpl": "hookspecs",
     "redis_client": "backends",
+    "start_redis": "embedded",
     "start_server": "embedded",
 }
 
@@ -65,6 +67,7 @@ __all__ = [
     "ChatWidget",
     "Forbidden",
     "Message",
+    "RedisMissing",
     "Rejected",
     "ServerAPI",
     "Session",
@@ -77,6 +80,7 @@ __all__ = [
     "hookimpl",
     "plugin_settings",
     "redis_client",
+    "start_redis",
     "start_server",
 ]
 

@@ -204,7 +204,7 @@ class ChatClient:
         self._inbox_size = inbox
         self._inbox_ready = threading.Condition()
         self._callbacks: dict[str, list[Callable[..., Any]]] = {
-            "message": [], "reconnect": [], "disconnect": [], "gap": [],
+            "message": [], "reconnect": [], "disconnect": [], "gap": [], "presence": [],
         }
         self._events: queue.Queue[Any] = queue.Queue(maxsize=inbox)
         self._dispatcher: threading.Thread | None = None
@@ -433,6 +433,11 @@ class ChatClient:
         (its broker reconnected)."""
         return self._add("gap", callback)
 
+    def on_presence(self, callback: Callback) -> Callback:
+        """Call ``callback(frame)`` for each ``join`` / ``leave`` frame (servers run with
+        ``QUART_CHAT_JOIN_LEAVE=true``): a dict with type, channel, client_id, session."""
+        return self._add("presence", callback)
+
     def remove_callback(self, callback: Callable[..., Any]) -> None:
         """Stop calling ``callback`` (for whichever events it was registered)."""
         with self._lock:
@@ -635,6 +640,8 @@ class ChatClient:
             self._deliver(msgspec.convert(frame, Message))
         elif kind == "gap":
             self._emit("gap", frame.get("channel"), frame.get("reason", ""))
+        elif kind in ("join", "leave"):
+            self._emit("presence", frame)
 
     def _deliver(self, message: Message) -> None:
         self._last_mid[message.channel] = message.mid

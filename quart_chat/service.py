@@ -92,8 +92,9 @@ class ChatService:
             # No after_serving will run: release what started so far, then fail.
             await self.broker.close()
             raise
-        if not self.settings.jwt_secret:
-            log.warning("no QUART_CHAT_JWT_SECRET: development mode, any client_id is accepted")
+        if not self.settings.tokens_required:
+            log.warning("no token key (QUART_CHAT_JWT_SECRET, _JWT_PUBLIC_KEY or _JWKS_URL): "
+                        "development mode, any client_id is accepted")
         if not self.settings.allowed_origins:
             log.warning("no QUART_CHAT_ALLOWED_ORIGINS: browser pages from any origin may connect")
         log.info("quart-chat ready (broker=%s, node=%s)", self.broker.name, self.node_id)

@@ -132,7 +132,7 @@ def test_plugins_cli_lists_plugins_from_all_sources_with_their_hooks(tmp_path, s
     assert f"command_bot ({bot_file})\n    hooks: message_published, startup" in out
     assert "greeter (" in out and "hooks: client_subscribed, startup" in out
     assert "redis_history (" in out
-    assert "hooks: history, message_published, shutdown, startup" in out
+    assert "hooks: history, message_published, recover, shutdown, startup" in out
 
 
 def test_plugins_cli_says_when_nothing_is_loaded():
