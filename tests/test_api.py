@@ -273,16 +273,19 @@ def test_cli_publish_posts_through_the_api_and_prints_the_mid(memory_server):
 # -- across processes: two `quart-chat serve` on one Redis ----------------------------
 
 
-@pytest.fixture
-def two_processes(redis_url: str) -> Iterator[tuple[ServerProcess, ServerProcess]]:
-    env = {"QUART_CHAT_REDIS_URL": redis_url, "QUART_CHAT_API_KEY": KEY,
+@pytest.fixture(params=["redis_url", "cluster_url"])
+def two_processes(request: pytest.FixtureRequest) -> Iterator[tuple[ServerProcess, ServerProcess]]:
+    """Two processes on one Redis, or on one Redis Cluster (where the control channels
+    are classic pub/sub on one shard, and PUBLISH must still count both processes)."""
+    url = request.getfixturevalue(request.param)
+    env = {"QUART_CHAT_REDIS_URL": url, "QUART_CHAT_API_KEY": KEY,
            "QUART_CHAT_REDIS_PROBE_INTERVAL": "0.2"}
     with ServerProcess(env) as first, ServerProcess(env) as second:
         yield first, second
 
 
 @pytest.mark.redis
-def test_api_acts_on_every_process_sharing_one_redis(two_processes):
+def test_api_acts_on_every_process_sharing_one_backend(two_processes):
     first, second = two_processes
     api = ServerAPI(first.url, KEY)  # every call goes to the first process
     here, there = Client(first.ws_url, "alice"), Client(second.ws_url, "alice")

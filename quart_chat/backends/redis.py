@@ -5,7 +5,9 @@ The broker keeps ONE pub/sub connection per process for all channels. redis-py's
 would reconnect and resubscribe silently, and a pub/sub client cut by Redis for a full
 output buffer loses messages without an exception. So this broker owns reconnection
 itself (the pub/sub client has no retries), proves liveness with a probe message it
-publishes to itself, and tells the hub about every gap it could have caused.
+publishes to itself, and tells the hub about every gap it could have caused. Channel
+``c`` travels as ``P:ch:c``; the server's own reserved channels (``@control``) as
+``P:ctl:@control``, out of sight of anything that lists client channels.
 
 The store's key layout (``P`` is the prefix):
 
@@ -33,6 +35,7 @@ from .. import metrics
 from ..config import Settings
 from ..errors import Unavailable
 from .base import Backend, Broker, Deliver, GapNotice, cancel_and_wait
+from .keys import wire_kind
 from .node_heartbeat import NodeHeartbeat
 from .redis_support import (
     BACKOFF_FIRST,
@@ -111,7 +114,9 @@ class RedisBroker:
     ) -> None:
         self._url = url
         self._redis = client
+        self._key_prefix = prefix
         self._prefix = f"{prefix}:ch:".encode()
+        self._control_prefix = f"{prefix}:ctl:".encode()
         self._probe_channel = f"{prefix}:probe:{node_id}".encode()
         self._client_name = f"{prefix}:{node_id}:pubsub"
         self._probe_interval = probe_interval
@@ -156,7 +161,7 @@ class RedisBroker:
     async def subscribe(self, channel: str) -> None:
         if not self._connected.is_set():
             raise Unavailable("the message broker is unreachable; retry shortly")
-        wire = self._prefix + channel.encode()
+        wire = self._wire(channel)
         with self._pending.expect(wire) as confirmed:
             self._channels.add(channel)
             try:
@@ -173,14 +178,18 @@ class RedisBroker:
         self._channels.discard(channel)
         if self._connected.is_set():
             with contextlib.suppress(*REDIS_DOWN):
-                await self._pubsub.unsubscribe(self._prefix + channel.encode())
+                await self._pubsub.unsubscribe(self._wire(channel))
         # While disconnected there is nothing to do: the next connection only
         # resubscribes what is still in self._channels.
 
     async def publish(self, channel: str, payload: bytes) -> int:
         if not self._connected.is_set():  # known down: answer now, not after a timeout
             raise Unavailable("the message broker is unreachable; retry shortly")
-        return await bounded_publish(self._redis.publish(self._prefix + channel.encode(), payload))
+        return await bounded_publish(self._redis.publish(self._wire(channel), payload))
+
+    def _wire(self, channel: str) -> bytes:
+        """``P:ch:<channel>``, or ``P:ctl:<channel>`` for a reserved one."""
+        return f"{self._key_prefix}:{wire_kind(channel)}:{channel}".encode()
 
     async def health(self) -> dict[str, Any]:
         try:
@@ -230,7 +239,7 @@ class RedisBroker:
         pubsub = client.pubsub()
         try:
             channels = sorted(self._channels)
-            wires = [self._probe_channel, *(self._prefix + c.encode() for c in channels)]
+            wires = [self._probe_channel, *(self._wire(c) for c in channels)]
             await asyncio.wait_for(pubsub.subscribe(*wires), SUBSCRIBE_TIMEOUT)
             await self._await_confirmations(pubsub, len(wires))
             self._pubsub = pubsub
@@ -275,7 +284,8 @@ class RedisBroker:
 
     async def _read(self, pubsub: Any) -> None:
         prefix, probe, deliver = self._prefix, self._probe_channel, self._deliver
-        skip = len(prefix)
+        control = self._control_prefix
+        skip, control_skip = len(prefix), len(control)
         if deliver is None:
             raise RuntimeError("start() was not called")
         while True:
@@ -287,6 +297,8 @@ class RedisBroker:
             channel = message["channel"]
             if message["type"] == "message" and channel.startswith(prefix):
                 deliver(channel[skip:].decode(), message["data"])
+            elif message["type"] == "message" and channel.startswith(control):
+                deliver(channel[control_skip:].decode(), message["data"])
             elif channel == probe:
                 self._last_probe = time.monotonic()
             else:
