@@ -35,7 +35,7 @@ from .. import metrics
 from ..config import Settings
 from ..errors import Unavailable
 from .base import Backend, Broker, Deliver, GapNotice, cancel_and_wait
-from .keys import wire_kind
+from .keys import RESERVED
 from .node_heartbeat import NodeHeartbeat
 from .redis_support import (
     BACKOFF_FIRST,
@@ -114,7 +114,6 @@ class RedisBroker:
     ) -> None:
         self._url = url
         self._redis = client
-        self._key_prefix = prefix
         self._prefix = f"{prefix}:ch:".encode()
         self._control_prefix = f"{prefix}:ctl:".encode()
         self._probe_channel = f"{prefix}:probe:{node_id}".encode()
@@ -189,7 +188,8 @@ class RedisBroker:
 
     def _wire(self, channel: str) -> bytes:
         """``P:ch:<channel>``, or ``P:ctl:<channel>`` for a reserved one."""
-        return f"{self._key_prefix}:{wire_kind(channel)}:{channel}".encode()
+        kind = self._control_prefix if channel.startswith(RESERVED) else self._prefix
+        return kind + channel.encode()
 
     async def health(self) -> dict[str, Any]:
         try:
