@@ -43,8 +43,14 @@ def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
         base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
         kind = str if multiple else {int: int, float: float}.get(base, str)
         default = field.default if not multiple else ",".join(field.default)
+        if base is bool:
+            default = str(field.default).lower()
         env = ENV_PREFIX + field.name.upper()
         text = f"{docs.get(field.name, '')} [env {env}; default {default or 'unset'}]"
+        if base is bool:  # a switch: --join-leave / --no-join-leave
+            flags = (f"{flags[0]}/--no-{flags[0][2:]}",)
+            command = click.option(*flags, field.name, default=None, help=text)(command)
+            continue
         command = click.option(*flags, field.name, type=kind, multiple=multiple, default=None,
                                help=text)(command)
     return command

@@ -39,6 +39,9 @@ class Settings:
     jwt_issuer: str | None = None
     #: HMAC secret for client tokens; unset means development mode (plain ``client_id``).
     jwt_secret: str | None = None
+    #: Send ``join`` / ``leave`` frames to a channel's subscribers when a session
+    #: subscribes, unsubscribes or ends (also when its process dies), across processes.
+    join_leave: bool = False
     #: Namespace for every Redis key and pub/sub channel this server uses.
     key_prefix: str = "quart-chat"
     #: Log line format: ``text`` (human-readable) or ``json`` (one JSON object per line).
@@ -170,8 +173,22 @@ def _convert(name: str, hint: Any, value: Any) -> Any:
         return tuple(value)
     if not isinstance(value, str):
         return value
+    if hint is bool:
+        return _boolean(name, value)
     try:
         return hint(value)
     except ValueError:
         kind = {int: "an integer", float: "a number"}.get(hint, hint.__name__)
         raise ConfigError(f"{_env(name)}: expected {kind}, got {value!r}") from None
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _boolean(name: str, value: str) -> bool:
+    """An environment switch: ``true``/``false`` (also 1/0, yes/no, on/off)."""
+    lowered = value.strip().lower()
+    if lowered in _TRUE or lowered in _FALSE:
+        return lowered in _TRUE
+    raise ConfigError(f"{_env(name)}: expected true or false, got {value!r}")

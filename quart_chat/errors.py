@@ -73,6 +73,12 @@ class Rejected(ChatError):
     code = "rejected"
 
 
+class UnknownMethod(ChatError):
+    """No plugin answered a ``call`` for this method (every ``call`` hook returned None)."""
+
+    code = "unknown_method"
+
+
 class HistoryUnavailable(ChatError):
     code = "history_unavailable"
 

@@ -69,20 +69,24 @@ def authenticate(request: Websocket) -> str | None:
 
 
 @hookspec
-def client_connected(session: Session) -> Any:
+def client_connected(session: Session, bot: Bot) -> Any:
     """A session was accepted (``session.client_id``, ``session.id``).
 
     Runs after the welcome frame was queued. All implementations run; return values are
-    ignored. Use it for greetings, audit and presence side effects.
+    ignored. Use it for greetings, audit and presence side effects; ``bot`` publishes as
+    this plugin.
     """
 
 
 @hookspec
-def client_disconnected(session: Session) -> Any:
+def client_disconnected(session: Session, bot: Bot) -> Any:
     """A session ended, for any reason (client left, slow consumer, shutdown).
 
-    Runs after the session was removed from every channel. All implementations run;
-    return values are ignored. ``session.close_code`` tells why it ended.
+    Runs after the session was removed from every channel; ``session.channels`` still
+    names the channels it was in, so ``bot`` (publishing as this plugin) can say goodbye
+    there. All implementations run; return values are ignored. ``session.close_code``
+    tells why it ended. For a session of a server process that died, the node heartbeat
+    of a surviving process calls this hook with a ``LostSession`` (``lost`` is True).
     """
 
 
@@ -106,10 +110,10 @@ def client_subscribed(session: Session, channel: str, bot: Bot) -> Any:
 
 
 @hookspec
-def client_unsubscribed(session: Session, channel: str) -> Any:
+def client_unsubscribed(session: Session, channel: str, bot: Bot) -> Any:
     """``session`` has left ``channel`` (by ``unsubscribe``, not by disconnecting).
 
-    All implementations run; return values are ignored.
+    All implementations run; return values are ignored. ``bot`` publishes as this plugin.
     """
 
 
@@ -173,4 +177,26 @@ def recover(channel: str, since: str, limit: int) -> list[Message] | None:
     is otherwise sent nothing and expected to fetch ``history``. The plugin must store
     messages in publish order with increasing offsets (Redis Streams, SQLite rowids).
     First non-None result wins; ``async def`` is allowed.
+    """
+
+
+# -- functions ---------------------------------------------------------------------------
+
+
+@hookspec
+def call(session: Session, method: str, params: dict[str, Any], bot: Bot) -> Any:
+    """Answer a client's ``call`` frame: run the function named ``method``.
+
+    ``params`` is the frame's JSON object (``{}`` when absent); ``session`` is the caller.
+    Return any JSON-encodable value to answer (the client gets
+    ``{"type": "result", "id": ..., "ok": true, "data": value}``), or ``None`` when this
+    plugin has no function called ``method``. First non-None result wins; when every
+    implementation returns None the client gets error ``unknown_method``. Raise
+    :class:`quart_chat.Rejected` (``rejected``) or :class:`quart_chat.Forbidden`
+    (``forbidden``) to refuse with your reason; any other exception, or running past
+    ``hook_timeout``, answers ``internal`` and is logged. ``bot`` publishes as this plugin.
+
+    Each call runs in its own task, so a slow function never holds up the caller's other
+    frames nor other clients; ``async def`` is the way to wait on I/O (a sync function
+    runs on the event loop and must be quick).
     """

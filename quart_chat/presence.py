@@ -268,6 +268,9 @@ class NodePresence:
                         node_id, len(lost))
         self.reaped += len(lost)
         for session in lost:
+            # join/leave (issue 15): subscribers hear that a dead process's sessions left
+            await self._service.membership("leave", sorted(session.channels),
+                                           session.client_id, session.id)
             await self._service.notify("client_disconnected", session=session)
         return len(lost)
 

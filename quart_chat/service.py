@@ -12,10 +12,10 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from . import metrics, protocol
-from .bots import Bot, bot_name
+from .bots import Bot, bot_name, clean_name
 from .brokers import open_backend
 from .config import Settings
-from .errors import ChatError
+from .errors import ChatError, UnknownMethod
 from .hub import Hub
 from .plugins import HookFailed, HookRunner, make_plugin_manager
 from .protocol import Message
@@ -146,12 +146,56 @@ class ChatService:
     async def notify(self, hook_name: str, trigger: Message | None = None, **kwargs: Any) -> None:
         """Call every implementation, giving each its own ``bot``; failures are logged."""
         for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            args = kwargs
-            if "bot" in impl.argnames:
-                bot = Bot(self, bot_name(impl.plugin, impl.plugin_name), trigger)
-                args = {**kwargs, "bot": bot}
             with contextlib.suppress(Exception):  # logged by HookRunner.call
-                await self.hooks.call(impl, hook_name, args)
+                await self.hooks.call(impl, hook_name, self._with_bot(impl, kwargs, trigger))
+
+    async def call(self, session: Session, method: str, params: dict[str, Any]) -> Any:
+        """Answer a client's ``call``: the first ``call`` implementation returning non-None.
+
+        Raises :class:`UnknownMethod` when none answers; ``Rejected``/``Forbidden`` from a
+        plugin reach the caller as they are, other failures as ``internal`` (logged).
+        """
+        kwargs = {"session": session, "method": method, "params": params}
+        for impl in reversed(self.pm.hook.call.get_hookimpls()):
+            value = await self.hooks.call(impl, "call", self._with_bot(impl, kwargs))
+            if value is not None:
+                return value
+        raise UnknownMethod(f"no function answers {method!r}")
+
+    def _with_bot(self, impl: Any, kwargs: dict[str, Any],
+                  trigger: Message | None = None) -> dict[str, Any]:
+        """``kwargs``, plus the plugin's own ``bot`` when the implementation asks for one."""
+        if "bot" not in impl.argnames:
+            return kwargs
+        return {**kwargs, "bot": Bot(self, bot_name(impl.plugin, impl.plugin_name), trigger)}
+
+    def bot(self, name: str) -> Bot:
+        """A bot publishing as ``name``, for code outside hooks (routes, tasks, notebooks).
+
+        Its messages go through ``filter_message`` and ``message_published`` like every
+        bot's. ``name`` is cleaned into a valid sender name.
+        """
+        return Bot(self, clean_name(name))
+
+    async def membership(self, kind: str, channels: Iterable[str], client_id: str,
+                         session_id: str) -> None:
+        """Tell the subscribers of ``channels``, on every process, that a session
+        ``"join"``-ed or ``"leave"``-s them (when ``join_leave`` is on).
+
+        The frame travels through the broker like a message but is not one: no filters,
+        no ``message_published``, so history plugins never store it. Best effort: an
+        unreachable broker is logged and the subscribe, unsubscribe or close that caused
+        it goes on.
+        """
+        if not self.settings.join_leave:
+            return
+        for channel in channels:
+            try:
+                await self.broker.publish(
+                    channel, protocol.membership(kind, channel, client_id, session_id))
+            except ChatError as exc:
+                log.warning("could not send %s of session %s in %s: %s",
+                            kind, session_id, channel, exc)
 
     def _on_gap(self, channels: Collection[str]) -> None:
         """The broker reconnected: warn subscribers and restore this process's records

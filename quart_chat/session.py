@@ -20,6 +20,7 @@ from .errors import (
     ChatError,
     Forbidden,
     HistoryUnavailable,
+    InternalError,
     NotSubscribed,
     RateLimited,
     TooLarge,
@@ -27,6 +28,7 @@ from .errors import (
 )
 from .limits import TokenBucket
 from .protocol import (
+    Call,
     Channels,
     ClientFrame,
     FrameError,
@@ -38,6 +40,7 @@ from .protocol import (
     Subscribe,
     Unsubscribe,
     check_channel,
+    check_method,
 )
 
 if TYPE_CHECKING:
@@ -60,8 +63,12 @@ REPLAY_CLOCK_SLACK = 2.0
 SEND_BURST = 64
 #: Most event-loop turns a coalescing (``?batch=1``) sender waits for more frames.
 COALESCE_TURNS = 8
+#: Most ``call`` frames one session may have running at once; one more is answered
+#: ``rate_limited``. Each runs in its own task, so this bounds what a client can start.
+MAX_CALLS_IN_FLIGHT = 16
 
 _ANSWERED = object()  # a handler that queued its own result frame returns this
+_DEFERRED = object()  # a handler whose task will answer later (a ``call``) returns this
 
 
 def _inbound_backlog(websocket: Websocket) -> Callable[[], int]:
@@ -115,6 +122,8 @@ class Session:
         #: channel -> (mids replayed by a recovery whose live frames have not come yet,
         #: the mid prefix past which they cannot come any more); see _recover.
         self._replayed: dict[str, tuple[set[str], str]] = {}
+        #: Running ``call`` tasks (at most MAX_CALLS_IN_FLIGHT); cancelled when it ends.
+        self._calls: set[asyncio.Task[None]] = set()
         self._handlers: dict[type[ClientFrame], Callable[[Any], Awaitable[Any]]] = {
             Subscribe: self._subscribe,
             Unsubscribe: self._unsubscribe,
@@ -123,6 +132,7 @@ class Session:
             Presence: self._presence,
             History: self._history,
             Ping: self._ping,
+            Call: self._call,
         }
 
     def __repr__(self) -> str:
@@ -214,15 +224,18 @@ class Session:
         await self._service.notify("client_connected", session=self)
 
     async def _cleanup(self, tasks: list[asyncio.Future[Any]]) -> None:
-        await asyncio.gather(*tasks, return_exceptions=True)
+        calls = list(self._calls)
+        for call in calls:
+            call.cancel()  # nobody is left to read the answer
+        await asyncio.gather(*tasks, *calls, return_exceptions=True)
         await self._finish()
 
     async def _finish(self) -> None:
         """Leave every channel, clean the store, run hooks, send the close frame."""
         service = self._service
         service.sessions.discard(self)
+        # self.channels is kept: client_disconnected hooks read where the session was
         channels = sorted(self.channels)
-        self.channels.clear()
         try:
             for channel in channels:
                 await service.hub.leave(self, channel)
@@ -235,6 +248,7 @@ class Session:
         except Exception:
             self.records_left = True
             log.warning("session %s: cleanup incomplete", self.id, exc_info=True)
+        await service.membership("leave", channels, self.client_id, self.id)
         if self.close_code is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
@@ -327,6 +341,8 @@ class Session:
             metrics.frame_in(frame)
             try:
                 fields = await self._handlers[type(frame)](frame)
+                if fields is _DEFERRED:
+                    continue
             except ChatError as exc:
                 self._fail(frame.id, exc)
                 continue
@@ -386,6 +402,7 @@ class Session:
             self.deliver(protocol.result(frame.id))
         else:
             await self._recover(frame.id, channel, frame.since)
+        await service.membership("join", (channel,), self.client_id, self.id)
         await service.notify("client_subscribed", session=self, channel=channel)
         return _ANSWERED
 
@@ -406,6 +423,7 @@ class Session:
                 await service.store.leave(self.id, self.client_id, channel)
             except Unavailable:
                 log.warning("session %s: store unreachable leaving %s", self.id, channel)
+        await service.membership("leave", leaving, self.client_id, self.id)
         for channel in leaving:
             await service.notify("client_unsubscribed", session=self, channel=channel)
         return {"channels": sorted(self.channels)}
@@ -447,6 +465,39 @@ class Session:
 
     async def _ping(self, frame: Ping) -> dict[str, Any]:
         return {"ts": time.time()}
+
+    async def _call(self, frame: Call) -> object:
+        """Start the ``call`` in its own task: a slow function must not hold up this
+        socket's other frames (they are answered meanwhile, out of order)."""
+        method = check_method(frame.method)
+        if len(self._calls) >= MAX_CALLS_IN_FLIGHT:
+            raise RateLimited(f"more than {MAX_CALLS_IN_FLIGHT} calls running; wait for "
+                              "a result before calling again")
+        task = asyncio.create_task(self._answer_call(frame.id, method, frame.params or {}),
+                                   name=f"call {method} {self.id}")
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+        return _DEFERRED
+
+    async def _answer_call(self, request_id: protocol.RequestId, method: str,
+                           params: dict[str, Any]) -> None:
+        try:
+            data = await self._service.call(self, method, params)
+            try:
+                frame = protocol.result(request_id, {"data": data})
+            except (TypeError, msgspec.EncodeError) as exc:
+                log.error("session %s: call %s answered a value JSON cannot carry: %s",
+                          self.id, method, exc)
+                raise InternalError(f"the answer of {method!r} is not JSON") from None
+        except ChatError as exc:
+            self._fail(request_id, exc)
+            return
+        except Exception:
+            log.exception("session %s: call %s failed", self.id, method)
+            self._fail(request_id, ChatError("internal server error"))
+            return
+        metrics.result_sent()
+        self.deliver(frame)
 
     # -- reliability: recovery, dead peers ----------------------------------------------
 

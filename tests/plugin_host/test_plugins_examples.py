@@ -95,6 +95,40 @@ def test_command_bot_answers_help_roll_who_and_time(serve):
     assert re.fullmatch(r"server time: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", answers["/time"])
 
 
+def test_command_bot_answers_bang_roll_in_the_channel(serve):
+    """``!roll`` works like ``/roll``; ``!nope`` lists the ``!`` commands."""
+    server = serve(command_bot)
+    alice, bob = _in_lobby(server, "alice", "bob")
+    alice.ok("publish", channel="lobby", text="!roll 3d6+1")
+    assert bob.next_message()["text"] == "!roll 3d6+1"
+    rolled = re.fullmatch(r"alice rolled 3d6\+1: (\d) \+ (\d) \+ (\d) \+ 1 = (\d+)",
+                          bob.next_message()["text"])
+    assert rolled and sum(map(int, rolled.groups()[:3])) + 1 == int(rolled[4])
+    alice.ok("publish", channel="lobby", text="!nope")
+    bob.next_message()
+    assert bob.next_message()["text"].startswith("unknown command !nope; try !help, !roll")
+
+
+def test_command_bot_call_roll_answers_the_caller_alone(chat_server):
+    """``call roll`` answers the dice to the caller; nothing is published unless asked."""
+    server = chat_server(command_bot)
+    alice, bob = _in_lobby(server, "alice", "bob")
+    data = alice.ok("call", method="roll", params={"dice": "4d8-2"})["data"]
+    assert data["dice"] == "4d8-2" and len(data["rolls"]) == 4 and data["bonus"] == -2
+    assert all(1 <= n <= 8 for n in data["rolls"])
+    assert data["total"] == sum(data["rolls"]) - 2
+    assert len(alice.ok("call", method="roll")["data"]["rolls"]) == 1  # 1d6 by default
+    refused = alice.error("call", method="roll", params={"dice": "lots"})
+    assert refused["code"] == "rejected" and "try 2d6" in refused["message"]
+    assert alice.error("call", method="roll", params={"dice": "1000d6"})["code"] == "rejected"
+    data = alice.ok("call", method="roll",
+                    params={"dice": "2d6", "announce": True, "channel": "lobby"})["data"]
+    message = bob.next_message()  # the first message bob sees: nothing before was posted
+    assert (message["sender"], message["bot"]) == ("bot", True)
+    assert message["text"].startswith("alice rolled 2d6: ")
+    assert message["text"].endswith(f"= {data['total']}")
+
+
 def test_command_bot_explains_unknown_commands_and_bad_dice(serve):
     """Unknown commands and unreadable dice get a helpful answer, not silence."""
     server = serve(command_bot)
