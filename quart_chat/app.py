@@ -10,7 +10,7 @@ from importlib import resources
 
 from quart import Quart, Response, jsonify, request, websocket
 
-from . import __version__, liveness, metrics
+from . import __version__, metrics, transport
 from .bots import Bot
 from .config import Settings
 from .errors import HandshakeRefused
@@ -28,7 +28,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     ``@hookimpl`` functions): handy in tests and notebooks.
     """
     settings = Settings.from_env() if settings is None else settings
-    liveness.install()
+    transport.install()
     logging.getLogger("quart_chat").setLevel(settings.log_level.upper())
     app = Quart(__name__)
     service = ChatService(settings, plugins)
@@ -82,8 +82,8 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
             return response
         batch = websocket.args.get("batch", "0") not in ("0", "", "false")
         # The session outlives this handler's context lookups: give it the real object.
-        connection = websocket._get_current_object()  # type: ignore[attr-defined]
-        session = Session(service, connection, identity.client_id, batch=batch)
+        session = Session(service, transport.real_websocket(websocket), identity.client_id,
+                          batch=batch)
         session.claims, session.allowed_channels = identity.claims, identity.channels
         await session.run()
         return None

@@ -46,7 +46,7 @@ class Bot:
         ts = time.time()
         message = Message(channel=channel, sender=self.name, text=text, ts=ts,
                           mid=new_mid(ts), bot=True)
-        return await self._service.publish(message, None)
+        return await self._service.publish_message(message, None)
 
     async def reply(self, message: Message, text: str) -> Message | None:
         """Answer ``message`` in its channel."""

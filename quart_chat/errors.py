@@ -17,7 +17,10 @@ class ChatError(Exception):
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        ChatError._by_code[cls.code] = cls
+        # Only a class that declares its own code owns it: a subclass that merely inherits
+        # one (a server-side detail such as HookFailed) must not be what a client decodes.
+        if "code" in cls.__dict__:
+            ChatError._by_code[cls.code] = cls
 
     def __init__(self, message: str = "") -> None:
         super().__init__(message or self.code.replace("_", " "))

@@ -17,6 +17,7 @@ from .protocol import is_valid_client_id
 if TYPE_CHECKING:
     from quart.wrappers import Websocket
 
+    from .config import Settings
     from .service import ChatService
 
 
@@ -30,22 +31,18 @@ class Identity:
     channels: tuple[str, ...] | None = None
 
 
-async def identify(service: ChatService, request: Websocket) -> str:
-    """The client id for this handshake, or raise :class:`HandshakeRefused`."""
-    return (await identify_client(service, request)).client_id
-
-
 async def identify_client(service: ChatService, request: Websocket) -> Identity:
     """The :class:`Identity` of this handshake, or raise :class:`HandshakeRefused`."""
     claims: dict[str, Any] | None = None
     check_origin(service.settings.allowed_origins, request.headers.get("Origin"))
     try:
-        client_id = await service.hooks.first("authenticate", request=request)
+        client_id = await service.hooks.authenticate(request)
     except ChatError as exc:
         raise HandshakeRefused(403 if exc.code == "forbidden" else 500, str(exc)) from None
     if client_id is None:
-        if service.settings.jwt_secret:
-            claims = _claims(service, request)
+        secret = service.settings.jwt_secret
+        if secret:
+            claims = _claims(service.settings, secret, request)
             client_id = str(claims["sub"])
         else:
             client_id = request.args.get("client_id")
@@ -93,8 +90,7 @@ def check_origin(allowed: tuple[str, ...], origin: str | None) -> None:
         raise HandshakeRefused(403, f"origin {origin!r} is not allowed")
 
 
-def _claims(service: ChatService, request: Websocket) -> dict[str, Any]:
-    settings = service.settings
+def _claims(settings: Settings, secret: str, request: Websocket) -> dict[str, Any]:
     token = request.args.get("token")
     header = request.headers.get("Authorization", "")
     if token is None and header.lower().startswith("bearer "):
@@ -104,7 +100,7 @@ def _claims(service: ChatService, request: Websocket) -> dict[str, Any]:
     try:
         claims = jwt.decode(
             token,
-            settings.jwt_secret,
+            secret,
             algorithms=["HS256", "HS384", "HS512"],
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,

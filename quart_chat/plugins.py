@@ -1,41 +1,29 @@
-"""The plugin manager: building it, loading plugins, and calling hooks safely.
+"""Loading plugins: the manager factory, entry points, ``--plugins-dir``, ``-p``, code.
 
-pluggy is synchronous, so the host never lets pluggy combine results: it calls each
-implementation itself, awaits coroutines (``await_me_maybe``), applies the timeout, and
-logs failures with the plugin's name. Set ``QUART_CHAT_TRACE_PLUGINS=1`` to log every
-hook call with its duration.
+This module only loads; :mod:`quart_chat.hooks` calls the hooks.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import importlib.metadata
 import importlib.util
-import inspect
 import logging
-import os
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pluggy
 
-from . import hookspecs, metrics
+from . import hookspecs
 from .config import Settings
-from .errors import ChatError, ConfigError, InternalError
+from .errors import ConfigError
 
 log = logging.getLogger("quart_chat.plugins")
 
 ENTRY_POINT_GROUP = "quart_chat"
 #: Name prefix of plugins the server registers itself (not listed by :func:`describe`).
 BUILTIN_PREFIX = "quart_chat."
-
-
-class HookFailed(InternalError):
-    """A plugin raised or timed out; the client sees ``internal``, the log the details."""
 
 
 def make_plugin_manager(settings: Settings, extra: Iterable[object] = ()) -> pluggy.PluginManager:
@@ -150,65 +138,3 @@ def describe(pm: pluggy.PluginManager) -> list[tuple[str, list[str]]]:
         hooks = sorted(caller.name for caller in pm.get_hookcallers(plugin) or ())
         rows.append((name, hooks))
     return rows
-
-
-async def await_me_maybe(value: Any) -> Any:
-    """Await ``value`` if it is awaitable; plugins may be sync or async."""
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-class HookRunner:
-    """Calls hook implementations one by one with timeouts and error isolation."""
-
-    def __init__(self, pm: pluggy.PluginManager, timeout: float) -> None:
-        self.pm = pm
-        self.timeout = timeout
-        self.trace = os.environ.get("QUART_CHAT_TRACE_PLUGINS", "") not in ("", "0")
-
-    def implemented(self, hook_name: str) -> bool:
-        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
-
-    async def first(self, hook_name: str, **kwargs: Any) -> Any:
-        """The first non-None result, in pluggy's order."""
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            value = await self.call(impl, hook_name, kwargs)
-            if value is not None:
-                return value
-        return None
-
-    async def call(self, impl: Any, hook_name: str, kwargs: dict[str, Any]) -> Any:
-        """One implementation, awaited with the timeout; failures become HookFailed."""
-        args = {name: kwargs[name] for name in impl.argnames}
-        start = time.perf_counter()
-        outcome = None
-        deadline = None
-        try:
-            value = impl.function(**args)
-            if inspect.isawaitable(value):
-                # asyncio.timeout runs the hook in this task (no task per call, unlike
-                # wait_for) and tells our deadline apart from the plugin's own timeouts.
-                async with asyncio.timeout(self.timeout) as deadline:
-                    value = await value
-        except ChatError:
-            raise
-        except TimeoutError:
-            if deadline is None or not deadline.expired():
-                outcome = "failed"
-                log.exception("plugin %s: hook %s raised", impl.plugin_name, hook_name)
-            else:
-                outcome = "timeout"
-                log.error("plugin %s: hook %s timed out after %.1fs",
-                          impl.plugin_name, hook_name, self.timeout)
-            raise HookFailed(f"a server plugin failed ({hook_name})") from None
-        except Exception:
-            outcome = "failed"
-            log.exception("plugin %s: hook %s raised", impl.plugin_name, hook_name)
-            raise HookFailed(f"a server plugin failed ({hook_name})") from None
-        finally:
-            metrics.hook_called(impl.plugin_name, hook_name, time.perf_counter() - start, outcome)
-            if self.trace:
-                log.info("trace: %s.%s took %.2f ms", impl.plugin_name, hook_name,
-                         (time.perf_counter() - start) * 1000)
-        return value

@@ -1,24 +1,39 @@
-"""The per-process chat service: owns the broker, store, hub, plugins and live sessions."""
+"""The per-process chat service: owns the broker, store, hub, plugins and live sessions,
+and applies the rules of each operation a session asks for."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
+import time
 from collections import deque
 from collections.abc import Collection, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from . import metrics, protocol
-from .bots import Bot, bot_name, clean_name
+from .bots import Bot, clean_name
 from .brokers import open_backend
 from .config import Settings
-from .errors import ChatError, UnknownMethod
+from .errors import (
+    AlreadySubscribed,
+    BadFrame,
+    ChatError,
+    Forbidden,
+    HistoryUnavailable,
+    NotSubscribed,
+    RateLimited,
+    TooLarge,
+    Unavailable,
+    UnknownMethod,
+)
+from .hooks import Hooks
 from .hub import Hub
-from .plugins import HookFailed, HookRunner, make_plugin_manager
-from .protocol import Message
+from .plugins import make_plugin_manager
+from .protocol import Message, RequestId, check_channel
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -51,9 +66,8 @@ class ChatService:
         self.broker, self.store = open_backend(settings, self.node_id)
         self.hub = Hub(self.broker)
         self.pm = make_plugin_manager(settings, plugins)
-        self.hooks = HookRunner(self.pm, settings.hook_timeout)
+        self.hooks = Hooks(self.pm, settings, functools.partial(Bot, self))
         self.sessions: set[Session] = set()
-        self._filters = self.hooks.implemented("filter_message")
         self._background: set[asyncio.Task[None]] = set()
         #: Set once shutdown has begun closing sessions.
         self.stopping = False
@@ -64,11 +78,9 @@ class ChatService:
         """Connect the broker and start plugins; raises if either cannot start."""
         await self.broker.start(self.hub.deliver, self._on_gap)
         try:
-            for call in reversed(self.pm.hook.startup.get_hookimpls()):
-                await self.hooks.call(call, "startup", {"app": app})
+            await self.hooks.startup(app)  # on failure it has run every shutdown
         except BaseException:
             # No after_serving will run: release what started so far, then fail.
-            await self.notify("shutdown", app=app)
             await self.broker.close()
             raise
         if not self.settings.jwt_secret:
@@ -83,7 +95,7 @@ class ChatService:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        await self.notify("shutdown", app=app)
+        await self.hooks.shutdown(app)
         await self.broker.close()
 
     async def close_sessions(self, code: int, reason: str) -> None:
@@ -97,10 +109,181 @@ class ChatService:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.gather(*waits), self.settings.shutdown_timeout)
 
-    async def publish(self, message: Message, session: Session | None) -> Message:
+    # -- a session's life -------------------------------------------------------------
+
+    async def session_opened(self, session: Session) -> None:
+        """Record the session in the store and run ``client_connected``."""
+        try:
+            await self.store.connect(session.id, session.client_id)
+        except Unavailable:
+            log.warning("session %s: store unreachable at connect", session.id)
+        await self.hooks.client_connected(session)
+
+    async def session_leaving(self, session: Session) -> None:
+        """Take the session out of every channel and the store (best effort), and tell
+        the channels (join/leave). ``session.channels`` is kept: ``client_disconnected``
+        hooks read where the session was."""
+        channels = sorted(session.channels)
+        try:
+            for channel in channels:
+                await self.hub.leave(session, channel)
+            if self.stopping and self.presence is not None:
+                # a thousand sessions each cleaning up alone would queue for the command
+                # pool past the shutdown timeout; the presence sweeps them in bulk
+                session.records_left = True
+            else:
+                await self.store.disconnect(session.id, session.client_id, channels)
+        except Exception:
+            session.records_left = True
+            log.warning("session %s: cleanup incomplete", session.id, exc_info=True)
+        await self.membership("leave", channels, session.client_id, session.id)
+
+    async def session_closed(self, session: Session) -> None:
+        """Run ``client_disconnected`` for a session that has ended."""
+        await self.hooks.client_disconnected(session)
+
+    # -- the operations a client asks for ----------------------------------------------
+
+    async def subscribe(
+        self, session: Session, channel: str, *, since: str | None = None,
+        request_id: RequestId = None,
+    ) -> None:
+        """Join ``channel`` and queue the result frame (``request_id``) to the session.
+
+        With ``since``, the messages missed after that message id come right after the
+        result, before any live one (see :mod:`quart_chat.recovery`). ``client_subscribed``
+        runs once the result is queued.
+        """
+        channel = check_channel(channel)
+        if channel in session.channels:
+            raise AlreadySubscribed(f"already subscribed to {channel!r}")
+        limit = self.settings.max_channels_per_session
+        if len(session.channels) >= limit:
+            raise Forbidden(f"subscription limit reached: at most {limit} channels per session")
+        await self._authorize(session, "subscribe", channel)
+        recovery = session.recovering() if since is not None else None
+        if recovery is not None:
+            recovery.hold(channel)  # live frames wait until the missed ones are out
+        try:
+            await self.hub.join(session, channel)
+            session.channels.add(channel)
+            try:
+                await self.store.join(session.id, session.client_id, channel)
+            except Unavailable:
+                session.channels.discard(channel)
+                await self.hub.leave(session, channel)
+                raise
+        except BaseException:
+            if recovery is not None:
+                recovery.abandon(channel)
+            raise
+        if since is None:
+            session.deliver(protocol.result(request_id))
+        else:
+            await self._recover(session, request_id, channel, since)
+        await self.membership("join", (channel,), session.client_id, session.id)
+        await self.hooks.client_subscribed(session, channel)
+
+    async def _recover(
+        self, session: Session, request_id: RequestId, channel: str, since: str
+    ) -> None:
+        """Answer a ``subscribe`` with ``since``: the result, the missed messages (when a
+        plugin returned all of them), then the live ones held meanwhile."""
+        read_at = time.time()
+        limit = min(self.settings.max_recovery, max(1, self.settings.outbound_queue // 2))
+        missed = await self.hooks.recover(channel, since, limit + 1)
+        recovered = missed is not None and len(missed) <= limit
+        replay = missed if recovered and missed is not None else []
+        session.deliver(protocol.result(request_id, {"recovered": recovered,
+                                                     "missed": len(replay)}))
+        session.recovering().release(channel, replay, read_at, session.deliver)
+
+    async def unsubscribe(self, session: Session, channel: str | None) -> list[str]:
+        """Leave ``channel`` (None: every channel); the channels the session keeps."""
+        if channel is None:
+            leaving = sorted(session.channels)
+        else:
+            channel = check_channel(channel)
+            if channel not in session.channels:
+                raise NotSubscribed(f"not subscribed to {channel!r}")
+            leaving = [channel]
+        for name in leaving:
+            session.channels.discard(name)
+            if session.recovery is not None:
+                session.recovery.forget(name)
+            await self.hub.leave(session, name)
+            try:
+                await self.store.leave(session.id, session.client_id, name)
+            except Unavailable:
+                log.warning("session %s: store unreachable leaving %s", session.id, name)
+        await self.membership("leave", leaving, session.client_id, session.id)
+        for name in leaving:
+            await self.hooks.client_unsubscribed(session, name)
+        return sorted(session.channels)
+
+    async def publish(self, session: Session, channel: str, text: str) -> Message:
+        """A client's ``publish``: checked, authorized, then :meth:`publish_message`."""
+        channel = check_channel(channel)
+        if channel not in session.channels:
+            raise NotSubscribed(f"subscribe to {channel!r} before publishing to it")
+        limit = self.settings.max_text_length
+        if len(text) > limit:
+            raise TooLarge(f"text is longer than {limit} characters")
+        if not session.publishes.take():
+            raise RateLimited(f"more than {self.settings.publish_rate:g} publishes per second")
+        await self._authorize(session, "publish", channel)
+        ts = time.time()
+        message = Message(channel=channel, sender=session.client_id, text=text, ts=ts,
+                          mid=protocol.new_mid(ts))
+        return await self.publish_message(message, session)
+
+    @staticmethod
+    def channels(session: Session) -> list[str]:
+        """The channels ``session`` is subscribed to, sorted."""
+        return sorted(session.channels)
+
+    async def channel_presence(self, channel: str) -> list[str]:
+        """Client ids with a session in ``channel`` on any process, sorted."""
+        return await self.store.presence(check_channel(channel))
+
+    async def history(
+        self, session: Session, channel: str, limit: int, before: str | None
+    ) -> list[Message]:
+        """Up to ``limit`` messages of ``channel``, newest first, from the plugins."""
+        channel = check_channel(channel)
+        if not 1 <= limit <= self.settings.max_history:
+            raise BadFrame(f"limit must be between 1 and {self.settings.max_history}")
+        await self._authorize(session, "subscribe", channel)
+        messages = await self.hooks.history(channel, limit, before)
+        if messages is None:
+            raise HistoryUnavailable("no plugin keeps history for this channel")
+        return messages[:limit]
+
+    async def call(self, session: Session, method: str, params: dict[str, Any]) -> Any:
+        """A client's ``call``: the answer of the first plugin function for ``method``.
+
+        Raises :class:`UnknownMethod` when no plugin answers; ``Rejected``/``Forbidden``
+        from a plugin reach the caller as they are, other failures as ``internal``.
+        """
+        value = await self.hooks.call(session, method, params)
+        if value is None:
+            raise UnknownMethod(f"no function answers {method!r}")
+        return value
+
+    async def _authorize(self, session: Session, action: str, channel: str) -> None:
+        """The token's ``channels`` claim, then the ``authorize`` hook; raise Forbidden."""
+        if session.allowed_channels is not None and not channel_allowed(
+            session.allowed_channels, channel
+        ):
+            raise Forbidden(f"your token does not allow {action} on {channel!r}")
+        if not await self.hooks.authorize(session, action, channel):
+            raise Forbidden(f"not allowed to {action} to {channel!r}")
+
+    # -- messages from clients and bots ------------------------------------------------
+
+    async def publish_message(self, message: Message, session: Session | None) -> Message:
         """Filter, publish through the broker, then run ``message_published`` hooks."""
-        if self._filters:
-            message = await self.filter(message, session)
+        message = await self.hooks.filter_message(message, session)
         await self.broker.publish(message.channel, protocol.encode_message(message))
         metrics.published()
         await self._announce(message)
@@ -124,8 +307,7 @@ class ChatService:
             for _ in range(MAX_BOT_CHAIN + 1):
                 if not backlog.messages:
                     break
-                current = backlog.messages.popleft()
-                await self.notify("message_published", message=current, trigger=current)
+                await self.hooks.message_published(backlog.messages.popleft())
             if backlog.messages:
                 log.error("message_published: more than %d bot messages answered one message; "
                           "%d not announced (bots with answer_bots=True in a loop?)",
@@ -133,41 +315,6 @@ class ChatService:
         finally:
             backlog.open = False
             _announcing.reset(token)
-
-    async def filter(self, message: Message, session: Session | None) -> Message:
-        for impl in reversed(self.pm.hook.filter_message.get_hookimpls()):
-            changed = await self.hooks.call(
-                impl, "filter_message", {"message": message, "session": session}
-            )
-            if changed is not None:
-                message = _checked_rewrite(message, changed, impl.plugin_name)
-        return message
-
-    async def notify(self, hook_name: str, trigger: Message | None = None, **kwargs: Any) -> None:
-        """Call every implementation, giving each its own ``bot``; failures are logged."""
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
-            with contextlib.suppress(Exception):  # logged by HookRunner.call
-                await self.hooks.call(impl, hook_name, self._with_bot(impl, kwargs, trigger))
-
-    async def call(self, session: Session, method: str, params: dict[str, Any]) -> Any:
-        """Answer a client's ``call``: the first ``call`` implementation returning non-None.
-
-        Raises :class:`UnknownMethod` when none answers; ``Rejected``/``Forbidden`` from a
-        plugin reach the caller as they are, other failures as ``internal`` (logged).
-        """
-        kwargs = {"session": session, "method": method, "params": params}
-        for impl in reversed(self.pm.hook.call.get_hookimpls()):
-            value = await self.hooks.call(impl, "call", self._with_bot(impl, kwargs))
-            if value is not None:
-                return value
-        raise UnknownMethod(f"no function answers {method!r}")
-
-    def _with_bot(self, impl: Any, kwargs: dict[str, Any],
-                  trigger: Message | None = None) -> dict[str, Any]:
-        """``kwargs``, plus the plugin's own ``bot`` when the implementation asks for one."""
-        if "bot" not in impl.argnames:
-            return kwargs
-        return {**kwargs, "bot": Bot(self, bot_name(impl.plugin, impl.plugin_name), trigger)}
 
     def bot(self, name: str) -> Bot:
         """A bot publishing as ``name``, for code outside hooks (routes, tasks, notebooks).
@@ -196,6 +343,11 @@ class ChatService:
             except ChatError as exc:
                 log.warning("could not send %s of session %s in %s: %s",
                             kind, session_id, channel, exc)
+
+    async def notify(self, hook_name: str, **kwargs: Any) -> None:
+        """Deprecated: only the node heartbeat (presence.py) still calls this, for
+        ``client_disconnected``; it moves to ``self.hooks.client_disconnected``."""
+        await getattr(self.hooks, hook_name)(**kwargs)
 
     def _on_gap(self, channels: Collection[str]) -> None:
         """The broker reconnected: warn subscribers and restore this process's records
@@ -243,19 +395,12 @@ def _node_presence(service: ChatService) -> Any:
     return presence
 
 
-#: Fields a filter may not change: the channel was authorized, the sender authenticated.
-_FIXED_FIELDS = ("channel", "sender", "mid", "bot")
-
-
-def _checked_rewrite(before: Message, after: object, plugin_name: str) -> Message:
-    """A filter's result, refused (logged, ``internal``) unless it is a Message that only
-    rewrites what a filter may rewrite (text, ts)."""
-    if not isinstance(after, Message):
-        log.error("plugin %s: filter_message returned %s, not a Message or None",
-                  plugin_name, type(after).__name__)
-        raise HookFailed("a server plugin failed (filter_message)")
-    changed = [name for name in _FIXED_FIELDS if getattr(after, name) != getattr(before, name)]
-    if changed:
-        log.error("plugin %s: filter_message may not change %s", plugin_name, ", ".join(changed))
-        raise HookFailed("a server plugin failed (filter_message)")
-    return after
+def channel_allowed(patterns: tuple[str, ...], channel: str) -> bool:
+    """Does a token's ``channels`` claim allow ``channel``? Exact names; ``prefix*`` globs."""
+    for pattern in patterns:
+        if pattern.endswith("*"):
+            if channel.startswith(pattern[:-1]):
+                return True
+        elif channel == pattern:
+            return True
+    return False

@@ -1,10 +1,13 @@
-"""One WebSocket: an inbound loop, the only writer (outbound loop), its channels and limits."""
+"""One WebSocket: an inbound loop, the only writer (outbound loop), dispatch and close.
+
+The rules of each operation live in :class:`~quart_chat.service.ChatService`; this
+module is the socket.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import secrets
 import time
@@ -13,19 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from . import __version__, liveness, logs, metrics, protocol
-from .errors import (
-    AlreadySubscribed,
-    BadFrame,
-    ChatError,
-    Forbidden,
-    HistoryUnavailable,
-    InternalError,
-    NotSubscribed,
-    RateLimited,
-    TooLarge,
-    Unavailable,
-)
+from . import __version__, logs, metrics, protocol, transport
+from .errors import ChatError, InternalError, RateLimited
 from .limits import TokenBucket
 from .protocol import (
     Call,
@@ -33,15 +25,13 @@ from .protocol import (
     ClientFrame,
     FrameError,
     History,
-    Message,
     Ping,
     Presence,
     Publish,
     Subscribe,
     Unsubscribe,
-    check_channel,
-    check_method,
 )
+from .recovery import Recovery
 
 if TYPE_CHECKING:
     from quart.wrappers import Websocket
@@ -56,9 +46,6 @@ ABUSE_CODES = frozenset({"bad_frame", "unknown_type", "too_large", "rate_limited
 MAX_BATCH = 256
 #: Seconds allowed for the close frame to reach a client that may not be reading.
 CLOSE_TIMEOUT = 1.0
-#: Seconds of clock difference between server processes tolerated when a live frame's
-#: ``mid`` time tells whether a recovery's late frames can still come (see _recover).
-REPLAY_CLOCK_SLACK = 2.0
 #: Frames the send loop may write back to back before it yields to the event loop.
 SEND_BURST = 64
 #: Most event-loop turns a coalescing (``?batch=1``) sender waits for more frames.
@@ -69,13 +56,6 @@ MAX_CALLS_IN_FLIGHT = 16
 
 _ANSWERED = object()  # a handler that queued its own result frame returns this
 _DEFERRED = object()  # a handler whose task will answer later (a ``call``) returns this
-
-
-def _inbound_backlog(websocket: Websocket) -> Callable[[], int]:
-    """Quart queues inbound frames without limit while a handler awaits; this reads the
-    length of that queue so a flooding client can be closed (0 if Quart changes)."""
-    queue = getattr(getattr(websocket, "_receive", None), "__self__", None)
-    return queue.qsize if isinstance(queue, asyncio.Queue) else (lambda: 0)
 
 
 class Session:
@@ -109,7 +89,8 @@ class Session:
         self._outbox_limit = settings.outbound_queue
         self._wakeup: asyncio.Future[None] | None = None
         self._closing: asyncio.Future[None] | None = None
-        self._publishes = TokenBucket(settings.publish_rate, settings.publish_burst)
+        #: The publish rate limit (spent by the service's publish rule).
+        self.publishes = TokenBucket(settings.publish_rate, settings.publish_burst)
         self._abuse = TokenBucket(settings.max_bad_frames / 10, settings.max_bad_frames)
         self._frames = TokenBucket(settings.frame_rate, 2 * settings.frame_rate)
         #: Claims of the client's token (None in development mode or via ``authenticate``).
@@ -117,11 +98,8 @@ class Session:
         #: Channel patterns the token's ``channels`` claim allows; None means no limit.
         self.allowed_channels: tuple[str, ...] | None = None
         self._last_frame = time.monotonic()
-        # channel -> live frames held back while missed messages are recovered
-        self._held: dict[str, list[tuple[str | None, str]]] = {}
-        #: channel -> (mids replayed by a recovery whose live frames have not come yet,
-        #: the mid prefix past which they cannot come any more); see _recover.
-        self._replayed: dict[str, tuple[set[str], str]] = {}
+        #: Recovery's ordering state; made by the first ``subscribe`` with ``since``.
+        self.recovery: Recovery | None = None
         #: Running ``call`` tasks (at most MAX_CALLS_IN_FLIGHT); cancelled when it ends.
         self._calls: set[asyncio.Task[None]] = set()
         self._handlers: dict[type[ClientFrame], Callable[[Any], Awaitable[Any]]] = {
@@ -142,15 +120,14 @@ class Session:
 
     def deliver(self, frame: str) -> None:
         """Queue one frame; a full queue means the client stopped reading: close it."""
-        if self._held and self._hold(frame):
-            return
-        if self._replayed and self._replayed_already(frame):
+        recovery = self.recovery
+        if recovery is not None and recovery.intercepts(frame):
             return
         outbox = self._outbox
         if len(outbox) >= self._outbox_limit:
             if self.close_code is None:
                 metrics.slow_consumer()
-            self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
+            self._slow_consumer()
             return
         outbox.append(frame)
         wakeup = self._wakeup
@@ -163,6 +140,15 @@ class Session:
     def queue_depth(self) -> int:
         """Frames waiting to be written to this socket."""
         return len(self._outbox)
+
+    def recovering(self) -> Recovery:
+        """This session's :class:`~quart_chat.recovery.Recovery`, made on first use."""
+        if self.recovery is None:
+            self.recovery = Recovery(self._outbox_limit, self._slow_consumer)
+        return self.recovery
+
+    def _slow_consumer(self) -> None:
+        self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
 
     def close(self, code: int, reason: str) -> None:
         """Ask the session to end with ``code``; the first reason given wins."""
@@ -194,13 +180,13 @@ class Session:
             # Shielded: redis-py (in the store or a plugin) can swallow a cancellation that
             # lands mid-command, and a client that leaves right now must still end this
             # session, so this handler only ever awaits a future it owns.
-            opening = asyncio.ensure_future(self._open())
+            opening = asyncio.ensure_future(service.session_opened(self))
             try:
                 await asyncio.shield(opening)
             except asyncio.CancelledError:
                 await asyncio.wait([opening], timeout=CLOSE_TIMEOUT)  # record, then forget
                 if opening.done() and not opening.cancelled():
-                    opening.exception()  # retrieved: failures are logged by _open
+                    opening.exception()  # retrieved: failures are logged where they happen
                 raise
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -215,14 +201,6 @@ class Session:
             self._cleanup_task = asyncio.ensure_future(self._cleanup(tasks))  # a strong ref
             await asyncio.shield(self._cleanup_task)
 
-    async def _open(self) -> None:
-        """Record the session in the store and run ``client_connected``."""
-        try:
-            await self._service.store.connect(self.id, self.client_id)
-        except Unavailable:
-            log.warning("session %s: store unreachable at connect", self.id)
-        await self._service.notify("client_connected", session=self)
-
     async def _cleanup(self, tasks: list[asyncio.Future[Any]]) -> None:
         calls = list(self._calls)
         for call in calls:
@@ -231,24 +209,10 @@ class Session:
         await self._finish()
 
     async def _finish(self) -> None:
-        """Leave every channel, clean the store, run hooks, send the close frame."""
+        """Leave every channel, clean the store, send the close frame, run hooks."""
         service = self._service
         service.sessions.discard(self)
-        # self.channels is kept: client_disconnected hooks read where the session was
-        channels = sorted(self.channels)
-        try:
-            for channel in channels:
-                await service.hub.leave(self, channel)
-            if service.stopping and service.presence is not None:
-                # a thousand sessions each cleaning up alone would queue for the command
-                # pool past the shutdown timeout; the presence sweeps them in bulk
-                self.records_left = True
-            else:
-                await service.store.disconnect(self.id, self.client_id, channels)
-        except Exception:
-            self.records_left = True
-            log.warning("session %s: cleanup incomplete", self.id, exc_info=True)
-        await service.membership("leave", channels, self.client_id, self.id)
+        await service.session_leaving(self)
         if self.close_code is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
@@ -259,7 +223,7 @@ class Session:
         self.finished.set()
         metrics.session_closed()
         logs.disconnected(self)
-        await service.notify("client_disconnected", session=self)
+        await service.session_closed(self)
 
     def _welcome(self) -> dict[str, Any]:
         s = self._settings
@@ -283,13 +247,11 @@ class Session:
         """The only writer of this socket.
 
         Writes go straight to the ASGI ``send`` when Quart's internals allow (see
-        :func:`_asgi_text_sender`): Quart's ``websocket.send`` adds an
-        ``asyncio.sleep(0)``, an accept check and a blinker signal to every frame, which
-        costs more than the rest of our per-delivery work. The loop takes everything
+        :func:`quart_chat.transport.text_sender`). The loop takes everything
         queued at once, and yields to the event loop every ``SEND_BURST`` frames so a
         busy socket cannot starve the others.
         """
-        send = _asgi_text_sender(self._websocket) or self._websocket.send
+        send = transport.text_sender(self._websocket) or self._websocket.send
         loop = asyncio.get_running_loop()
         batch = self.batch
         while True:
@@ -318,7 +280,8 @@ class Session:
     async def _receive_loop(self) -> None:
         receive = self._websocket.receive
         max_bytes = self._settings.max_frame_bytes
-        backlog, max_backlog = _inbound_backlog(self._websocket), self._settings.max_inbound_backlog
+        backlog = transport.inbound_backlog(self._websocket)
+        max_backlog = self._settings.max_inbound_backlog
         frames = self._frames
         while True:
             data = await receive()
@@ -360,108 +323,28 @@ class Session:
         if exc.code in ABUSE_CODES and not self._abuse.take():
             self.close(protocol.CLOSE_POLICY, "too many bad frames")
 
-    # -- operations ------------------------------------------------------------------------
-
-    async def _authorize(self, action: str, channel: str) -> None:
-        if self.allowed_channels is not None and not channel_allowed(
-            self.allowed_channels, channel
-        ):
-            raise Forbidden(f"your token does not allow {action} on {channel!r}")
-        calls = self._service.hooks
-        for impl in reversed(calls.pm.hook.authorize.get_hookimpls()):
-            allowed = await calls.call(
-                impl, "authorize", {"session": self, "action": action, "channel": channel}
-            )
-            if allowed is False:
-                raise Forbidden(f"not allowed to {action} to {channel!r}")
+    # -- operations: the frame's fields to the service's rules --------------------------
 
     async def _subscribe(self, frame: Subscribe) -> object:
-        channel = check_channel(frame.channel)
-        if channel in self.channels:
-            raise AlreadySubscribed(f"already subscribed to {channel!r}")
-        limit = self._settings.max_channels_per_session
-        if len(self.channels) >= limit:
-            raise Forbidden(f"subscription limit reached: at most {limit} channels per session")
-        await self._authorize("subscribe", channel)
-        service = self._service
-        if frame.since is not None:
-            self._held[channel] = []  # live frames wait until the missed ones are out
-        try:
-            await service.hub.join(self, channel)
-            self.channels.add(channel)
-            try:
-                await service.store.join(self.id, self.client_id, channel)
-            except Unavailable:
-                self.channels.discard(channel)
-                await service.hub.leave(self, channel)
-                raise
-        except BaseException:
-            self._held.pop(channel, None)
-            raise
-        if frame.since is None:
-            self.deliver(protocol.result(frame.id))
-        else:
-            await self._recover(frame.id, channel, frame.since)
-        await service.membership("join", (channel,), self.client_id, self.id)
-        await service.notify("client_subscribed", session=self, channel=channel)
+        await self._service.subscribe(self, frame.channel, since=frame.since, request_id=frame.id)
         return _ANSWERED
 
     async def _unsubscribe(self, frame: Unsubscribe) -> dict[str, Any]:
-        if frame.channel is None:
-            leaving = sorted(self.channels)
-        else:
-            channel = check_channel(frame.channel)
-            if channel not in self.channels:
-                raise NotSubscribed(f"not subscribed to {channel!r}")
-            leaving = [channel]
-        service = self._service
-        for channel in leaving:
-            self.channels.discard(channel)
-            self._replayed.pop(channel, None)
-            await service.hub.leave(self, channel)
-            try:
-                await service.store.leave(self.id, self.client_id, channel)
-            except Unavailable:
-                log.warning("session %s: store unreachable leaving %s", self.id, channel)
-        await service.membership("leave", leaving, self.client_id, self.id)
-        for channel in leaving:
-            await service.notify("client_unsubscribed", session=self, channel=channel)
-        return {"channels": sorted(self.channels)}
+        return {"channels": await self._service.unsubscribe(self, frame.channel)}
 
     async def _publish(self, frame: Publish) -> dict[str, Any]:
-        channel = check_channel(frame.channel)
-        if channel not in self.channels:
-            raise NotSubscribed(f"subscribe to {channel!r} before publishing to it")
-        limit = self._settings.max_text_length
-        if len(frame.text) > limit:
-            raise TooLarge(f"text is longer than {limit} characters")
-        if not self._publishes.take():
-            raise RateLimited(f"more than {self._settings.publish_rate:g} publishes per second")
-        await self._authorize("publish", channel)
-        ts = time.time()
-        message = Message(channel=channel, sender=self.client_id, text=frame.text, ts=ts,
-                          mid=protocol.new_mid(ts))
-        message = await self._service.publish(message, self)
+        message = await self._service.publish(self, frame.channel, frame.text)
         return {"mid": message.mid}
 
     async def _channels(self, frame: Channels) -> dict[str, Any]:
-        return {"channels": sorted(self.channels)}
+        return {"channels": self._service.channels(self)}
 
     async def _presence(self, frame: Presence) -> dict[str, Any]:
-        channel = check_channel(frame.channel)
-        return {"clients": await self._service.store.presence(channel)}
+        return {"clients": await self._service.channel_presence(frame.channel)}
 
     async def _history(self, frame: History) -> dict[str, Any]:
-        channel = check_channel(frame.channel)
-        if not 1 <= frame.limit <= self._settings.max_history:
-            raise BadFrame(f"limit must be between 1 and {self._settings.max_history}")
-        await self._authorize("subscribe", channel)
-        messages = await self._service.hooks.first(
-            "history", channel=channel, limit=frame.limit, before=frame.before
-        )
-        if messages is None:
-            raise HistoryUnavailable("no plugin keeps history for this channel")
-        return {"messages": list(messages)[: frame.limit]}
+        messages = await self._service.history(self, frame.channel, frame.limit, frame.before)
+        return {"messages": messages}
 
     async def _ping(self, frame: Ping) -> dict[str, Any]:
         return {"ts": time.time()}
@@ -469,7 +352,7 @@ class Session:
     async def _call(self, frame: Call) -> object:
         """Start the ``call`` in its own task: a slow function must not hold up this
         socket's other frames (they are answered meanwhile, out of order)."""
-        method = check_method(frame.method)
+        method = protocol.check_method(frame.method)
         if len(self._calls) >= MAX_CALLS_IN_FLIGHT:
             raise RateLimited(f"more than {MAX_CALLS_IN_FLIGHT} calls running; wait for "
                               "a result before calling again")
@@ -499,82 +382,20 @@ class Session:
         metrics.result_sent()
         self.deliver(frame)
 
-    # -- reliability: recovery, dead peers ----------------------------------------------
-
-    async def _recover(self, request_id: protocol.RequestId, channel: str, since: str) -> None:
-        """Answer a ``subscribe`` with ``since``: the missed messages, then live ones.
-
-        Live frames for ``channel`` were held back since before the broker subscription,
-        so nothing falls between the stored messages and the live stream; a live frame
-        that was also recovered (same ``mid``) is sent once. A message is stored after
-        the broker accepted it, so its live frame can still be on its way through Redis
-        when the replay is read: such late frames are dropped too, until a frame made
-        after the replay (by its ``mid`` time, plus clock slack) shows none can follow.
-        """
-        read_at = time.time()
-        limit = min(self._settings.max_recovery, max(1, self._settings.outbound_queue // 2))
-        missed: list[Message] | None = None
-        try:
-            missed = await self._service.hooks.first(
-                "recover", channel=channel, since=since, limit=limit + 1
-            )
-        except ChatError:
-            missed = None  # logged by the hook runner; the client is told below
-        recovered = missed is not None and len(missed) <= limit
-        frames = [protocol.encode_message(m).decode() for m in missed or ()] if recovered else []
-        held = self._held.pop(channel, [])
-        self.deliver(protocol.result(request_id, {"recovered": recovered, "missed": len(frames)}))
-        seen = {m.mid for m in missed or ()} if recovered else set()
-        for frame in frames:
-            self.deliver(frame)
-        for mid, frame in held:
-            if mid is None or mid not in seen:
-                self.deliver(frame)
-        late = seen - {mid for mid, _ in held}
-        if late:
-            self._replayed[channel] = (late, protocol.new_mid(read_at + REPLAY_CLOCK_SLACK)[:12])
-
-    def _replayed_already(self, frame: str) -> bool:
-        """Drop a late live frame of a message a recovery already replayed; True if so."""
-        channel, mid = _channel_and_mid(frame)
-        pending = self._replayed.get(channel) if channel is not None else None
-        if pending is None or mid is None:
-            return False
-        late, horizon = pending
-        if mid in late:
-            late.discard(mid)
-            if not late:
-                del self._replayed[channel]  # type: ignore[arg-type]
-            return True
-        if mid[:12] > horizon:  # made after the replay was read: the late ones are past
-            del self._replayed[channel]  # type: ignore[arg-type]
-        return False
-
-    def _hold(self, frame: str) -> bool:
-        """Keep ``frame`` back if its channel is being recovered; True when held."""
-        channel, mid = _channel_and_mid(frame)
-        held = self._held.get(channel) if channel is not None else None
-        if held is None:
-            return False
-        if len(held) >= self._settings.outbound_queue:
-            self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
-        else:
-            held.append((mid, frame))
-        return True
+    # -- dead peers ----------------------------------------------------------------------
 
     async def _watch_peer(self) -> None:
         """Close a peer that sent nothing (no frame, no pong) for ping interval + timeout.
 
         hypercorn pings when configured with ``websocket_ping_interval`` (``quart-chat
         serve`` does); under a hypercorn run without it, this loop sends the pings. Without
-        the transport stamp (see :mod:`quart_chat.liveness`) nothing is enforced.
+        the transport stamp (see :mod:`quart_chat.transport`) nothing is enforced.
         """
         settings = self._settings
         allowed = settings.ping_interval + settings.ping_timeout
         step = max(0.05, min(1.0, settings.ping_timeout / 4))
-        scope = getattr(self._websocket, "scope", None) or {}
         await asyncio.sleep(step)
-        activity = liveness.activity_of(scope)
+        activity = transport.activity_of(self._websocket)
         if activity is None:
             return
         next_ping = time.monotonic() + settings.ping_interval
@@ -590,47 +411,3 @@ class Session:
                 log.info("session %s: no pong or frame for %.1fs; closing", self.id, silent)
                 self.close(protocol.CLOSE_DEAD_PEER, "no pong: peer presumed dead")
                 return
-
-
-def _channel_and_mid(frame: str) -> tuple[str | None, str | None]:
-    """The ``channel`` and ``mid`` of an encoded frame (None where it has none)."""
-    try:
-        value = msgspec.json.decode(frame)
-    except msgspec.DecodeError:
-        return None, None
-    if not isinstance(value, dict):
-        return None, None
-    channel, mid = value.get("channel"), value.get("mid")
-    return (channel if isinstance(channel, str) else None,
-            mid if isinstance(mid, str) else None)
-
-
-def channel_allowed(patterns: tuple[str, ...], channel: str) -> bool:
-    """Does a token's ``channels`` claim allow ``channel``? Exact names; ``prefix*`` globs."""
-    for pattern in patterns:
-        if pattern.endswith("*"):
-            if channel.startswith(pattern[:-1]):
-                return True
-        elif channel == pattern:
-            return True
-    return False
-
-
-def _asgi_text_sender(websocket: Any) -> Callable[[str], Awaitable[None]] | None:
-    """The ASGI ``send`` behind Quart's ``websocket.send``, as a text-frame writer.
-
-    Quart builds ``websocket._send`` as ``partial(ASGIWebsocketConnection.send_data,
-    asgi_send)``; when it is exactly that, frames can skip Quart's wrapper (and its
-    ``websocket_sent`` signal, which quart-chat does not use). Anything else (a future
-    Quart, a test double) returns None and the public ``websocket.send`` is used.
-    """
-    wrapped = getattr(websocket, "_send", None)
-    if not (isinstance(wrapped, functools.partial) and len(wrapped.args) == 1
-            and not wrapped.keywords and getattr(wrapped.func, "__name__", "") == "send_data"):
-        return None
-    asgi_send = wrapped.args[0]
-
-    def send_text(frame: str) -> Awaitable[None]:
-        return asgi_send({"type": "websocket.send", "bytes": None, "text": frame})  # type: ignore[no-any-return]
-
-    return send_text

@@ -95,3 +95,16 @@ def test_message_round_trips_and_replace_makes_a_copy():
 def test_mids_sort_by_time():
     assert protocol.new_mid(1.0) < protocol.new_mid(2.0)
     assert len({protocol.new_mid(1.0) for _ in range(100)}) == 100
+
+
+def test_each_wire_code_decodes_to_the_error_class_that_declares_it():
+    """A client decoding ``internal`` gets the generic internal error, not HookFailed,
+    a server-side subclass that inherits the code."""
+    from quart_chat import errors
+    from quart_chat.hooks import HookFailed
+
+    assert issubclass(HookFailed, errors.InternalError)
+    assert type(errors.ChatError.from_code("internal", "x")) is errors.InternalError
+    assert type(errors.ChatError.from_code("forbidden", "x")) is errors.Forbidden
+    unknown = errors.ChatError.from_code("from_the_future", "x")
+    assert (type(unknown), unknown.code) == (errors.ChatError, "from_the_future")

@@ -194,16 +194,46 @@ def test_hook_authorize_false_refuses_publish_and_nothing_is_delivered(serve):
     assert editor.next_message()["text"] == "real news"
 
 
-def test_hook_authorize_any_false_wins_over_true(serve):
-    """Every implementation runs; one False refuses even when another says True."""
+class Asked:
+    """An authorizer that records whether it was asked and answers ``answer``."""
 
-    class AllowAll:
-        @hookimpl
-        def authorize(self):
-            return True
+    def __init__(self, answer: bool | None) -> None:
+        self.answer = answer
+        self.asked: list[tuple[str, str]] = []
 
-    server = serve(StaffOnly(), AllowAll())
+    def answer_for(self, action, channel):
+        self.asked.append((action, channel))
+        return self.answer
+
+
+class AskedFirst(Asked):
+    @hookimpl(tryfirst=True)
+    def authorize(self, action, channel):
+        return self.answer_for(action, channel)
+
+
+class AskedLast(Asked):
+    @hookimpl(trylast=True)
+    def authorize(self, action, channel):
+        return self.answer_for(action, channel)
+
+
+def test_hook_authorize_true_does_not_stop_a_later_refusal(serve):
+    """An earlier True is not the last word: the next implementation is asked, its False wins."""
+    allow, refuse = AskedFirst(True), AskedLast(False)
+    server = serve(refuse, allow)
     assert server.connect("alice").error("subscribe", channel="staff")["code"] == "forbidden"
+    assert allow.asked == refuse.asked == [("subscribe", "staff")]
+
+
+def test_hook_authorize_first_false_wins_and_the_rest_are_not_asked(serve):
+    """The first False refuses; implementations after it in call order are not asked."""
+    refuse, after = AskedFirst(False), AskedLast(True)
+    server = serve(after, refuse)
+    alice = server.connect("alice")
+    assert alice.error("subscribe", channel="staff")["code"] == "forbidden"
+    assert refuse.asked == [("subscribe", "staff")]
+    assert after.asked == []
 
 
 def test_hook_authorize_that_raises_is_internal_for_that_request_only(serve):

@@ -1,5 +1,14 @@
-"""Dead-peer detection: when did this socket last send us anything, pongs included?
+"""Every reach into Quart's and hypercorn's internals, so an upgrade has one file to check.
 
+Each reach degrades to the public API (or to doing nothing) when the internals change:
+
+- :func:`text_sender`: write frames straight to the ASGI ``send``, skipping Quart's
+  per-frame wrapper.
+- :func:`inbound_backlog`: the length of Quart's unbounded queue of received frames.
+- :func:`real_websocket`: the websocket object behind Quart's context-local proxy.
+- :func:`install` / :func:`activity_of`: dead-peer detection, below.
+
+Dead-peer detection: when did this socket last send us anything, pongs included?
 hypercorn sends WebSocket pings (``websocket_ping_interval``) but answers the pongs
 inside wsproto and never tells the application, so a peer that vanished without a FIN
 (a dead laptop, a black-holed NAT) or a frozen client would keep its session for the
@@ -18,8 +27,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from quart.wrappers import Websocket
 
 SCOPE_KEY = "quart_chat.activity"
 
@@ -110,7 +124,43 @@ def _stopped(stream: Any) -> asyncio.Event:
     return event  # type: ignore[no-any-return]
 
 
-def activity_of(scope: dict[str, Any]) -> Activity | None:
+def activity_of(websocket: Any) -> Activity | None:
     """The :class:`Activity` hypercorn stamps for this socket, if :func:`install` ran."""
+    scope = getattr(websocket, "scope", None) or {}
     found = (scope.get("extensions") or {}).get(SCOPE_KEY)
     return found if isinstance(found, Activity) else None
+
+
+def text_sender(websocket: Any) -> Callable[[str], Awaitable[None]] | None:
+    """The ASGI ``send`` behind Quart's ``websocket.send``, as a text-frame writer.
+
+    Quart's ``websocket.send`` adds an ``asyncio.sleep(0)``, an accept check and a
+    blinker signal to every frame, which costs more than the rest of our per-delivery
+    work. Quart builds ``websocket._send`` as ``partial(ASGIWebsocketConnection.send_data,
+    asgi_send)``; when it is exactly that, frames can skip Quart's wrapper (and its
+    ``websocket_sent`` signal, which quart-chat does not use). Anything else (a future
+    Quart, a test double) returns None and the public ``websocket.send`` is used.
+    """
+    wrapped = getattr(websocket, "_send", None)
+    if not (isinstance(wrapped, functools.partial) and len(wrapped.args) == 1
+            and not wrapped.keywords and getattr(wrapped.func, "__name__", "") == "send_data"):
+        return None
+    asgi_send = wrapped.args[0]
+
+    def send_text(frame: str) -> Awaitable[None]:
+        return asgi_send({"type": "websocket.send", "bytes": None, "text": frame})  # type: ignore[no-any-return]
+
+    return send_text
+
+
+def inbound_backlog(websocket: Websocket) -> Callable[[], int]:
+    """Quart queues inbound frames without limit while a handler awaits; this reads the
+    length of that queue so a flooding client can be closed (0 if Quart changes)."""
+    queue = getattr(getattr(websocket, "_receive", None), "__self__", None)
+    return queue.qsize if isinstance(queue, asyncio.Queue) else (lambda: 0)
+
+
+def real_websocket(proxy: Websocket) -> Websocket:
+    """The object behind Quart's ``websocket`` context-local proxy, for a session that
+    outlives the handler's context lookups."""
+    return proxy._get_current_object()  # type: ignore[attr-defined,no-any-return]
