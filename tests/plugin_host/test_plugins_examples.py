@@ -180,6 +180,29 @@ def test_greeter_welcomes_each_subscriber_where_configured(serve, monkeypatch):
     assert alice.next_message()["channel"] == "room:1"
 
 
+def test_greeter_says_who_is_here_and_who_left(serve):
+    """The greeting lists the channel; unsubscribing or disconnecting is announced,
+    but not while the client is still there from another session."""
+    server = serve(greeter)
+    alice, bob = server.connect("alice"), server.connect("bob")
+    alice.ok("subscribe", channel="lobby")
+    assert alice.next_message()["text"] == "welcome to lobby, alice! here: alice"
+    bob.ok("subscribe", channel="lobby")
+    assert alice.next_message()["text"] == "welcome to lobby, bob! here: alice, bob"
+    bob.ok("unsubscribe", channel="lobby")
+    assert alice.next_message()["text"] == "bob left #lobby"
+    tab1, tab2 = server.connect("carol"), server.connect("carol")
+    for tab in (tab1, tab2):
+        tab.ok("subscribe", channel="lobby")
+        assert alice.next_message()["sender"] == "greeter"
+    tab1.close()
+    alice.ok("publish", channel="lobby", text="marker")
+    assert alice.next_message()["text"] == "marker"  # carol is still here: no goodbye
+    tab2.close()
+    goodbye = alice.next_message()
+    assert (goodbye["sender"], goodbye["text"]) == ("greeter", "carol left #lobby")
+
+
 # -- persistence: both plugins keep the same promises ----------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
 from quart_chat.pytest_plugin import ChatClient
@@ -46,6 +48,32 @@ def test_command_bot_answers_each_command_once_with_two_processes(processes):
             assert "in game: alice, bob" in answers  # /who sees both processes' clients
         history = alice.ok("history", channel="game", limit=100)["messages"]
         assert sum(m["sender"] == "bot" for m in history) == 4
+    finally:
+        alice.close()
+        bob.close()
+
+
+@pytest.mark.redis
+def test_greeter_says_goodbye_for_the_clients_of_a_killed_process(processes):
+    """A process is SIGKILLed: the survivor's node heartbeat reaps its sessions, sends
+    their leave frames, and the greeter there says who left."""
+    env = {"QUART_CHAT_PLUGINS": "greeter", "QUART_CHAT_JOIN_LEAVE": "true",
+           "QUART_CHAT_NODE_TTL": "2"}
+    survivor, doomed = processes(env), processes(env)
+    alice = ChatClient(survivor.ws_url, "alice")
+    bob = ChatClient(doomed.ws_url, "bob")
+    try:
+        alice.ok("subscribe", channel="lobby")
+        bob.ok("subscribe", channel="lobby")
+        assert alice.next("join")["client_id"] == "alice"
+        assert alice.next("join")["client_id"] == "bob"
+        assert alice.next_message()["text"] == "welcome to lobby, alice! here: alice"
+        assert alice.next_message()["text"] == "welcome to lobby, bob! here: alice, bob"
+        doomed.stop(signal.SIGKILL)
+        leave = alice.next("leave")
+        assert (leave["client_id"], leave["session"]) == ("bob", bob.welcome["session"])
+        goodbye = alice.next_message()
+        assert (goodbye["sender"], goodbye["text"]) == ("greeter", "bob left #lobby")
     finally:
         alice.close()
         bob.close()
