@@ -58,7 +58,7 @@ class Hooks:
         settings: Settings,
         new_bot: Callable[[str, Message | None], Bot],
     ) -> None:
-        self.pm = pm
+        self._pm = pm
         self.timeout = settings.hook_timeout
         self.trace = os.environ.get("QUART_CHAT_TRACE_PLUGINS", "") not in ("", "0")
         self._new_bot = new_bot
@@ -164,7 +164,7 @@ class Hooks:
 
     def _impls(self, hook_name: str) -> Iterator[pluggy.HookImpl]:
         """Implementations in pluggy's call order (last registered first, try* honoured)."""
-        caller: pluggy.HookCaller = getattr(self.pm.hook, hook_name)
+        caller: pluggy.HookCaller = getattr(self._pm.hook, hook_name)
         return reversed(caller.get_hookimpls())
 
     async def _first(self, hook_name: str, **kwargs: Any) -> Any:
