@@ -64,11 +64,11 @@ def test_greeter_says_goodbye_for_the_clients_of_a_killed_process(processes):
     bob = ChatClient(doomed.ws_url, "bob")
     try:
         alice.ok("subscribe", channel="lobby")
+        assert alice.next_message()["text"] == "welcome to lobby, alice! here: alice"
         bob.ok("subscribe", channel="lobby")
+        assert alice.next_message()["text"] == "welcome to lobby, bob! here: alice, bob"
         assert alice.next("join")["client_id"] == "alice"
         assert alice.next("join")["client_id"] == "bob"
-        assert alice.next_message()["text"] == "welcome to lobby, alice! here: alice"
-        assert alice.next_message()["text"] == "welcome to lobby, bob! here: alice, bob"
         doomed.stop(signal.SIGKILL)
         leave = alice.next("leave")
         assert (leave["client_id"], leave["session"]) == ("bob", bob.welcome["session"])
