@@ -24,9 +24,12 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from quart_chat import Bot, Message, Rejected, Session, hookimpl, plugin_settings
+from quart_chat import Message, Rejected, hookimpl, plugin_settings
+
+if TYPE_CHECKING:
+    from quart_chat import Bot, Session
 
 BOT_NAME = "bot"
 MAX_DICE = 100

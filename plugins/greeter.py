@@ -22,8 +22,12 @@ Settings (environment variables, read at startup):
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
-from quart_chat import Bot, Session, hookimpl, plugin_settings
+from quart_chat import hookimpl, plugin_settings
+
+if TYPE_CHECKING:
+    from quart_chat import Bot, Session
 
 BOT_NAME = "greeter"
 

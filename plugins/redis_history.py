@@ -3,8 +3,10 @@
 Each published message is appended (``XADD ... MAXLEN``) to the stream
 ``<key_prefix>:history:<channel>`` (on Redis Cluster ``<key_prefix>:history:{<channel>}``,
 so the stream lives on the channel's shard); ``history`` reads it newest first (``XREVRANGE``)
-and pages with ``before`` (a message id). Every server process on the same Redis sees
-the same history, so it works with many workers and machines.
+and pages with ``before`` (a message id); ``recover`` replays the entries after a message
+id oldest first (``XRANGE`` with an exclusive start), so a reconnecting client gets
+``recovered: true``. Every server process on the same Redis sees the same history, so it
+works with many workers and machines.
 
 Settings (environment variables, read at startup):
 
@@ -25,15 +27,20 @@ from typing import TYPE_CHECKING, Any, cast
 
 from redis.exceptions import RedisClusterException, RedisError, ResponseError
 
-from quart_chat import Message, chat_service, hookimpl, plugin_settings
-from quart_chat.brokers import redis_client
+from quart_chat import (
+    Message,
+    channel_key,
+    chat_service,
+    hookimpl,
+    plugin_settings,
+    redis_client,
+)
 from quart_chat.errors import Unavailable
-from quart_chat.stores.cluster import channel_key
 
 if TYPE_CHECKING:
     from quart import Quart
 
-#: Entries scanned to find the exact position of a ``before`` id.
+#: Entries scanned to find the exact position of a ``before`` or ``since`` id.
 BEFORE_SCAN = 64
 
 _redis: Any = None  # redis.asyncio.Redis, or RedisCluster for a redis+cluster:// URL
@@ -88,26 +95,49 @@ async def history(channel: str, limit: int, before: str | None) -> list[Message]
     assert _redis is not None, "redis_history: startup did not run"
     key = channel_key(_prefix, "history", channel, cluster=_cluster)
     try:
-        end = "+" if before is None else await _position_before(key, before)
+        end = "+"
+        if before is not None:
+            entry = await _entry_of(key, before)
+            millis = _millis(before)
+            end = f"({entry}" if entry else ("+" if millis is None else f"({millis}-0")
         entries = cast("list[Any]", await _redis.xrevrange(key, max=end, min="-", count=limit))
     except (RedisError, RedisClusterException, OSError) as exc:  # ``unavailable``: retry
         raise Unavailable("the history store (Redis) is unreachable") from exc
     return [_message(channel, fields) for _, fields in entries]
 
 
-async def _position_before(key: str, before: str) -> str:
-    """The exclusive upper bound for entries older than the message ``before``."""
+@hookimpl
+async def recover(channel: str, since: str, limit: int) -> list[Message] | None:
+    assert _redis is not None, "redis_history: startup did not run"
+    key = channel_key(_prefix, "history", channel, cluster=_cluster)
+    try:
+        entry = await _entry_of(key, since)
+        if entry is None:
+            return None  # never stored, or trimmed: nothing proves the gap is complete
+        entries = cast("list[Any]", await _redis.xrange(key, min=f"({entry}", max="+",
+                                                        count=limit))
+        # A stream is trimmed from its oldest end only: if ``since`` is still there, every
+        # entry after it was there when they were read, so the list has no hole.
+        if not await _redis.xrange(key, min=entry, max=entry, count=1):
+            return None
+    except (RedisError, RedisClusterException, OSError) as exc:  # ``unavailable``: retry
+        raise Unavailable("the history store (Redis) is unreachable") from exc
+    return [_message(channel, fields) for _, fields in entries]
+
+
+async def _entry_of(key: str, mid: str) -> str | None:
+    """The stream entry id of the message ``mid``, or None if it is not (or no longer) kept."""
     assert _redis is not None
-    millis = _millis(before)
+    millis = _millis(mid)
     if millis is None:
-        return "+"
+        return None
     # The entry's id is at or just after its own millisecond: look there first.
     nearby = cast("list[Any]", await _redis.xrange(key, min=f"{millis}-0", max="+",
                                                    count=BEFORE_SCAN))
     for entry_id, fields in nearby:
-        if fields.get(b"mid", b"").decode() == before:
-            return f"({entry_id.decode()}"
-    return f"({millis}-0"  # not found (trimmed): everything older than its millisecond
+        if fields.get(b"mid", b"").decode() == mid:
+            return cast("str", entry_id.decode())
+    return None
 
 
 def _millis(mid: str) -> int | None:

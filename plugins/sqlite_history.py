@@ -2,7 +2,8 @@
 
 The embedded choice for a single server process: every published message is inserted
 into one table, and ``history`` serves it newest first (insertion order), paging with
-``before``. Needs ``pip install
+``before``; ``recover`` replays the messages inserted after a message id, oldest first, so
+a reconnecting client gets ``recovered: true``. Needs ``pip install
 'quart-chat[plugins]'`` (aiosqlite).
 
 Settings (environment variables, read at startup):
@@ -19,6 +20,7 @@ waits for the file lock: use Redis Streams (``redis_history``) for many workers.
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import aiosqlite
 
@@ -98,5 +100,25 @@ async def history(channel: str, limit: int, before: str | None) -> list[Message]
     query += " ORDER BY seq DESC LIMIT ?"
     async with _db.execute(query, (*args, limit)) as cursor:
         rows = await cursor.fetchall()
-    return [Message(channel=row[0], sender=row[1], text=row[2], ts=row[3], mid=row[4],
-                    bot=bool(row[5])) for row in rows]
+    return [_message(row) for row in rows]
+
+
+@hookimpl
+async def recover(channel: str, since: str, limit: int) -> list[Message] | None:
+    assert _db is not None, "sqlite_history: startup did not run"
+    # One statement, so one snapshot: ``since`` itself comes first when it is still kept,
+    # and then nothing after it can have been pruned (pruning takes the oldest first).
+    async with _db.execute(
+        "SELECT channel, sender, text, ts, mid, bot FROM messages WHERE channel = ? AND seq >= "
+        "(SELECT seq FROM messages WHERE mid = ? AND channel = ?) ORDER BY seq LIMIT ?",
+        (channel, since, channel, limit + 1),
+    ) as cursor:
+        rows = list(await cursor.fetchall())
+    if not rows or rows[0][4] != since:
+        return None  # never stored, or pruned: nothing proves the gap is complete
+    return [_message(row) for row in rows[1:]]
+
+
+def _message(row: Any) -> Message:
+    return Message(channel=row[0], sender=row[1], text=row[2], ts=row[3], mid=row[4],
+                   bot=bool(row[5]))

@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
 def _chat_page(settings: Settings) -> str:
     """index.html, told whether this server wants a token or a plain name."""
     html = resources.files(__package__).joinpath("static/index.html").read_text("utf-8")
-    auth = "token" if settings.jwt_secret else "name"
+    auth = "token" if settings.tokens_required else "name"
     return html.replace('data-auth="name"', f'data-auth="{auth}"', 1)
 
 

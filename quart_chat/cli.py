@@ -47,7 +47,7 @@ def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
             default = str(field.default).lower()
         env = ENV_PREFIX + field.name.upper()
         text = f"{docs.get(field.name, '')} [env {env}; default {default or 'unset'}]"
-        if base is bool:  # a switch: --join-leave / --no-join-leave
+        if base is bool:  # a switch (--require-exp / --no-require-exp); absent: the environment
             flags = (f"{flags[0]}/--no-{flags[0][2:]}",)
             command = click.option(*flags, field.name, default=None, help=text)(command)
             continue
@@ -115,6 +115,41 @@ def plugins_command(**options: Any) -> None:
         click.echo("no plugins loaded")
     for name, hooks in rows:
         click.echo(f"{name}\n    hooks: {', '.join(hooks) or '(none)'}")
+
+
+@main.command("token")
+@click.argument("subject")
+@click.option("--channels", default="",
+              help="Channels the token allows, comma-separated; 'prefix*' globs (default: all).")
+@click.option("--ttl", default="1h", show_default=True,
+              help="Lifetime: seconds, or a number with s, m, h or d.")
+@click.option("--jwt-secret", "jwt_secret", default=None,
+              help=f"HMAC secret to sign with [env {ENV_PREFIX}JWT_SECRET].")
+def token_command(subject: str, channels: str, ttl: str, jwt_secret: str | None) -> None:
+    """Print a signed development token (HS256) for client id SUBJECT."""
+    from .tokens import issue
+
+    secret = jwt_secret or os.environ.get(f"{ENV_PREFIX}JWT_SECRET")
+    if not secret:
+        raise click.UsageError(f"no secret to sign with: set {ENV_PREFIX}JWT_SECRET or pass "
+                               "--jwt-secret (tokens from an identity provider are signed "
+                               "by the provider, not here)")
+    allowed = tuple(c.strip() for c in channels.split(",") if c.strip())
+    click.echo(issue(secret, subject, _duration(ttl), allowed))
+
+
+def _duration(text: str) -> float:
+    """Seconds in ``90``, ``30s``, ``15m``, ``1h`` or ``7d``."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], units[text[-1]]) if text[-1:] in units else (text, 1)
+    try:
+        seconds = float(number) * unit
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: use seconds, or a number with s, m, h or d",
+                                 param_hint="--ttl") from None
+    if seconds <= 0:
+        raise click.BadParameter("must be greater than 0", param_hint="--ttl")
+    return seconds
 
 
 def _configure_logging(settings: Settings) -> None:

@@ -204,7 +204,7 @@ class ChatClient:
         self._inbox_size = inbox
         self._inbox_ready = threading.Condition()
         self._callbacks: dict[str, list[Callable[..., Any]]] = {
-            "message": [], "reconnect": [], "disconnect": [], "gap": [],
+            "message": [], "reconnect": [], "disconnect": [], "gap": [], "presence": [],
         }
         self._events: queue.Queue[Any] = queue.Queue(maxsize=inbox)
         self._dispatcher: threading.Thread | None = None
@@ -372,6 +372,21 @@ class ChatClient:
             raise RequestTimeout(f"no message within {timeout:g}s")
         raise ClientClosed("the client is closed")
 
+    def assert_quiet(self, seconds: float = 0.5) -> None:
+        """Assert that no message arrives within ``seconds`` (and none is waiting).
+
+        For tests of what must *not* be delivered (a rejected message, an unsubscribed
+        channel). Raises :class:`AssertionError` naming the messages that came; they stay
+        available to :meth:`receive`.
+        """
+        with self._inbox_ready:
+            self._inbox_ready.wait_for(lambda: bool(self._inbox), seconds)
+            arrived = list(self._inbox)
+        if arrived:
+            listed = ", ".join(f"{m.sender}@{m.channel}: {m.text!r}" for m in arrived[:5])
+            raise AssertionError(f"expected no message within {seconds:g}s, "
+                                 f"{len(arrived)} arrived: {listed}")
+
     def messages(self, timeout: float | None = None) -> Iterator[Message]:
         """Iterate over received messages; stops after ``timeout`` seconds without one,
         or when the client is closed."""
@@ -417,6 +432,11 @@ class ChatClient:
         """Call ``callback(channel, reason)`` when the server says messages may be missing
         (its broker reconnected)."""
         return self._add("gap", callback)
+
+    def on_presence(self, callback: Callback) -> Callback:
+        """Call ``callback(frame)`` for each ``join`` / ``leave`` frame (servers run with
+        ``QUART_CHAT_JOIN_LEAVE=true``): a dict with type, channel, client_id, session."""
+        return self._add("presence", callback)
 
     def remove_callback(self, callback: Callable[..., Any]) -> None:
         """Stop calling ``callback`` (for whichever events it was registered)."""
@@ -620,6 +640,8 @@ class ChatClient:
             self._deliver(msgspec.convert(frame, Message))
         elif kind == "gap":
             self._emit("gap", frame.get("channel"), frame.get("reason", ""))
+        elif kind in ("join", "leave"):
+            self._emit("presence", frame)
 
     def _deliver(self, message: Message) -> None:
         self._last_mid[message.channel] = message.mid

@@ -33,11 +33,17 @@ class Settings:
     frame_rate: float = 1000.0
     #: Seconds a plugin hook may run before it is abandoned and logged.
     hook_timeout: float = 5 * SECONDS
+    #: URL of an identity provider's JWKS verifying RS/ES/EdDSA client tokens by their
+    #: ``kid`` (fetched off the event loop, cached; an unknown ``kid`` refetches).
+    jwks_url: str | None = None
     #: Expected ``aud`` claim of client tokens (checked when set).
     jwt_audience: str | None = None
     #: Expected ``iss`` claim of client tokens (checked when set).
     jwt_issuer: str | None = None
-    #: HMAC secret for client tokens; unset means development mode (plain ``client_id``).
+    #: PEM file of a public key (RSA, EC or Ed25519) verifying client tokens.
+    jwt_public_key: str | None = None
+    #: HMAC secret for client tokens; with no token key at all (secret, public key,
+    #: JWKS), development mode: a plain ``client_id`` is accepted.
     jwt_secret: str | None = None
     #: Send ``join`` / ``leave`` frames to a channel's subscribers when a session
     #: subscribes, unsubscribes or ends (also when its process dies), across processes.
@@ -82,6 +88,8 @@ class Settings:
     publish_burst: int = 40
     #: Sustained publishes per second per session (token bucket).
     publish_rate: float = 20.0
+    #: Refuse client tokens that carry no ``exp`` claim.
+    require_exp: bool = False
     #: Redis URL: redis://, rediss://, redis+cluster:// or redis+sentinel:// (see the README);
     #: unset means the embedded in-process broker (one process only).
     redis_url: str | None = None
@@ -121,6 +129,11 @@ class Settings:
         settings.validate()
         return settings
 
+    @property
+    def tokens_required(self) -> bool:
+        """Is any token key configured (so a handshake needs a token, not a client_id)?"""
+        return bool(self.jwt_secret or self.jwt_public_key or self.jwks_url)
+
     def validate(self) -> None:
         """Refuse values that cannot work, naming the setting."""
         positive = (
@@ -149,6 +162,12 @@ class Settings:
                 raise ConfigError(f"{_env(name)} must be greater than 0")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"{_env('log_format')} must be text or json")
+        if self.jwks_url and not self.jwks_url.startswith(("https://", "http://")):
+            raise ConfigError(f"{_env('jwks_url')} must be an http(s):// URL")
+        if self.jwt_public_key:
+            from .tokens import public_key_algorithms
+
+            public_key_algorithms(self.jwt_public_key)  # a bad file fails now, not per client
         if self.workers > 1 and not self.redis_url:
             raise ConfigError(
                 f"{_env('workers')}={self.workers} needs {_env('redis_url')}: the embedded "
@@ -174,7 +193,7 @@ def _convert(name: str, hint: Any, value: Any) -> Any:
     if not isinstance(value, str):
         return value
     if hint is bool:
-        return _boolean(name, value)
+        return parse_bool(_env(name), value)
     try:
         return hint(value)
     except ValueError:
@@ -186,9 +205,10 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
-def _boolean(name: str, value: str) -> bool:
-    """An environment switch: ``true``/``false`` (also 1/0, yes/no, on/off)."""
+def parse_bool(variable: str, value: str) -> bool:
+    """An environment switch (server or plugin setting): ``true``/``false``, also 1/0,
+    yes/no, on/off; empty is false. Anything else names ``variable`` in the error."""
     lowered = value.strip().lower()
     if lowered in _TRUE or lowered in _FALSE:
         return lowered in _TRUE
-    raise ConfigError(f"{_env(name)}: expected true or false, got {value!r}")
+    raise ConfigError(f"{variable}: expected true or false, got {value!r}")

@@ -9,15 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import jwt
-
 from .errors import ChatError, HandshakeRefused
 from .protocol import is_valid_client_id
+from .tokens import verifier
 
 if TYPE_CHECKING:
     from quart.wrappers import Websocket
 
-    from .config import Settings
     from .service import ChatService
 
 
@@ -40,9 +38,8 @@ async def identify_client(service: ChatService, request: Websocket) -> Identity:
     except ChatError as exc:
         raise HandshakeRefused(403 if exc.code == "forbidden" else 500, str(exc)) from None
     if client_id is None:
-        secret = service.settings.jwt_secret
-        if secret:
-            claims = _claims(service.settings, secret, request)
+        if service.settings.tokens_required:
+            claims = await _claims(service, request)
             client_id = str(claims["sub"])
         else:
             client_id = request.args.get("client_id")
@@ -90,26 +87,12 @@ def check_origin(allowed: tuple[str, ...], origin: str | None) -> None:
         raise HandshakeRefused(403, f"origin {origin!r} is not allowed")
 
 
-def _claims(settings: Settings, secret: str, request: Websocket) -> dict[str, Any]:
+async def _claims(service: ChatService, request: Websocket) -> dict[str, Any]:
+    settings = service.settings
     token = request.args.get("token")
     header = request.headers.get("Authorization", "")
     if token is None and header.lower().startswith("bearer "):
         token = header[7:].strip()
     if not token:
         raise HandshakeRefused(401, "a token is required (?token= or Authorization: Bearer)")
-    try:
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=["HS256", "HS384", "HS512"],
-            audience=settings.jwt_audience,
-            issuer=settings.jwt_issuer,
-            options={"require": ["sub"]},
-        )
-    except jwt.ExpiredSignatureError:
-        raise HandshakeRefused(401, "token expired") from None
-    except jwt.InvalidTokenError as exc:
-        raise HandshakeRefused(401, f"invalid token: {exc}") from None
-    if not isinstance(claims.get("sub"), str):
-        raise HandshakeRefused(401, "invalid token: 'sub' must be a string")
-    return dict(claims)
+    return await verifier(settings).claims(token)

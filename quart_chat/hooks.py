@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from quart import Quart
     from quart.wrappers import Websocket
 
+    from .backends.node_heartbeat import LostSession
     from .config import Settings
-    from .presence import LostSession
     from .session import Session
 
 # The name operators already filter on: these lines are about plugins.

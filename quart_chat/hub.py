@@ -13,7 +13,7 @@ from collections.abc import Collection
 from typing import TYPE_CHECKING
 
 from . import metrics, protocol
-from .brokers.base import Broker
+from .backends.base import Broker
 
 if TYPE_CHECKING:
     from .session import Session

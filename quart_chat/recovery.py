@@ -6,11 +6,15 @@ so nothing falls between the stored messages and the live stream; the live frame
 arrive meanwhile are held here. A message is stored after the broker accepted it, so
 its live frame can still be on its way through Redis when the replay is read: such late
 frames are dropped, until a frame made after the replay (by its ``mid`` time, plus clock
-slack) shows none can follow.
+slack) shows none can follow and this process's own clock has also passed the slack (so a
+process whose clock runs ahead cannot end the watch early). Every replayed mid stays
+watched until then, held ones included: a message's live frame can come twice (redis-py
+resends a PUBLISH whose reply timed out), and the second copy must not follow its replay.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 
 import msgspec
@@ -19,7 +23,8 @@ from . import protocol
 from .protocol import Message
 
 #: Seconds of clock difference between server processes tolerated when a live frame's
-#: ``mid`` time tells whether a recovery's late frames can still come.
+#: ``mid`` time tells whether a recovery's late frames can still come, and seconds (on
+#: this process's clock) those frames are watched for at least.
 REPLAY_CLOCK_SLACK = 2.0
 
 
@@ -35,9 +40,9 @@ class Recovery:
         self._overflow = overflow
         # channel -> live frames (mid, frame) held back while missed messages are read
         self._held: dict[str, list[tuple[str | None, str]]] = {}
-        # channel -> (mids replayed whose live frames have not come yet, the mid prefix
-        # past which they cannot come any more)
-        self._replayed: dict[str, tuple[set[str], str]] = {}
+        # channel -> (mids replayed, the mid prefix past which their live frames cannot
+        # come any more, the monotonic time before which they are watched in any case)
+        self._replayed: dict[str, tuple[set[str], str, float]] = {}
 
     def hold(self, channel: str) -> None:
         """Hold ``channel``'s live frames from now until :meth:`release`."""
@@ -57,8 +62,8 @@ class Recovery:
     ) -> None:
         """Queue ``replay`` (read at ``read_at``), then the held live frames not among it.
 
-        Replayed messages whose live frames were not held yet are remembered, so their
-        live frames are dropped when they come.
+        Replayed messages are remembered, so their live frames (late ones, or second
+        copies of held ones) are dropped when they come.
         """
         frames = [protocol.encode_message(m).decode() for m in replay]
         held = self._held.pop(channel, [])
@@ -68,9 +73,9 @@ class Recovery:
         for mid, frame in held:
             if mid is None or mid not in seen:
                 deliver(frame)
-        late = seen - {mid for mid, _ in held}
-        if late:
-            self._replayed[channel] = (late, protocol.new_mid(read_at + REPLAY_CLOCK_SLACK)[:12])
+        if seen:
+            self._replayed[channel] = (seen, protocol.new_mid(read_at + REPLAY_CLOCK_SLACK)[:12],
+                                       time.monotonic() + REPLAY_CLOCK_SLACK)
 
     def intercepts(self, frame: str) -> bool:
         """True when ``frame`` is held back or dropped as already replayed."""
@@ -96,13 +101,10 @@ class Recovery:
         pending = self._replayed.get(channel)
         if pending is None:
             return False
-        late, horizon = pending
-        if mid in late:
-            late.discard(mid)
-            if not late:
-                del self._replayed[channel]
+        replayed, horizon, watched_until = pending
+        if mid in replayed:  # kept in the set: a second copy may still follow
             return True
-        if mid[:12] > horizon:  # made after the replay was read: the late ones are past
+        if mid[:12] > horizon and time.monotonic() > watched_until:  # the late ones are past
             del self._replayed[channel]
         return False
 

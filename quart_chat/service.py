@@ -15,8 +15,9 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from . import metrics, protocol
+from .backends import open_backend
+from .backends.base import restore_records
 from .bots import Bot, clean_name
-from .brokers import open_backend
 from .config import Settings
 from .errors import (
     AlreadySubscribed,
@@ -63,7 +64,8 @@ class ChatService:
     def __init__(self, settings: Settings, plugins: Iterable[object] = ()) -> None:
         self.settings = settings
         self.node_id = secrets.token_hex(6)
-        self.broker, self.store = open_backend(settings, self.node_id)
+        backend = open_backend(settings, self.node_id)
+        self.broker, self.store = backend.broker, backend.store
         self.hub = Hub(self.broker)
         self.pm = make_plugin_manager(settings, plugins)
         self.hooks = Hooks(self.pm, settings, functools.partial(Bot, self))
@@ -71,8 +73,10 @@ class ChatService:
         self._background: set[asyncio.Task[None]] = set()
         #: Set once shutdown has begun closing sessions.
         self.stopping = False
-        #: The node heartbeat and dead-node reaper (Redis only; see presence.py).
-        self.presence = _node_presence(self)
+        #: The node heartbeat and dead-node reaper (the Redis family; None in memory).
+        self.heartbeat = backend.heartbeat(self) if backend.heartbeat else None
+        if self.heartbeat is not None:
+            self.pm.register(self.heartbeat, name="quart_chat.node_heartbeat")
 
     async def start(self, app: Quart) -> None:
         """Connect the broker and start plugins; raises if either cannot start."""
@@ -83,8 +87,9 @@ class ChatService:
             # No after_serving will run: release what started so far, then fail.
             await self.broker.close()
             raise
-        if not self.settings.jwt_secret:
-            log.warning("no QUART_CHAT_JWT_SECRET: development mode, any client_id is accepted")
+        if not self.settings.tokens_required:
+            log.warning("no token key (QUART_CHAT_JWT_SECRET, _JWT_PUBLIC_KEY or _JWKS_URL): "
+                        "development mode, any client_id is accepted")
         if not self.settings.allowed_origins:
             log.warning("no QUART_CHAT_ALLOWED_ORIGINS: browser pages from any origin may connect")
         log.info("quart-chat ready (broker=%s, node=%s)", self.broker.name, self.node_id)
@@ -127,9 +132,9 @@ class ChatService:
         try:
             for channel in channels:
                 await self.hub.leave(session, channel)
-            if self.stopping and self.presence is not None:
+            if self.stopping and self.heartbeat is not None:
                 # a thousand sessions each cleaning up alone would queue for the command
-                # pool past the shutdown timeout; the presence sweeps them in bulk
+                # pool past the shutdown timeout; the node heartbeat sweeps them in bulk
                 session.records_left = True
             else:
                 await self.store.disconnect(session.id, session.client_id, channels)
@@ -344,11 +349,6 @@ class ChatService:
                 log.warning("could not send %s of session %s in %s: %s",
                             kind, session_id, channel, exc)
 
-    async def notify(self, hook_name: str, **kwargs: Any) -> None:
-        """Deprecated: only the node heartbeat (presence.py) still calls this, for
-        ``client_disconnected``; it moves to ``self.hooks.client_disconnected``."""
-        await getattr(self.hooks, hook_name)(**kwargs)
-
     def _on_gap(self, channels: Collection[str]) -> None:
         """The broker reconnected: warn subscribers and restore this process's records
         (a restarted Redis has forgotten them)."""
@@ -360,17 +360,8 @@ class ChatService:
         # Records first (bounded), then the notice: a client that reacts to ``gap`` by
         # asking for presence or history already sees this process's sessions again.
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._restore_records(), 2.0)
+            await asyncio.wait_for(restore_records(self.store, self.sessions), 2.0)
         self.hub.gap(channels)
-
-    async def _restore_records(self) -> None:
-        try:
-            for session in list(self.sessions):
-                await self.store.connect(session.id, session.client_id)
-                for channel in list(session.channels):
-                    await self.store.join(session.id, session.client_id, channel)
-        except ChatError:
-            log.warning("could not restore subscription records after reconnect", exc_info=True)
 
     async def health(self) -> dict[str, Any]:
         broker = await self.broker.health()
@@ -382,17 +373,6 @@ class ChatService:
             "channels": len(self.hub.members),
             **broker,
         }
-
-
-def _node_presence(service: ChatService) -> Any:
-    client = getattr(service.store, "redis", None)
-    if client is None:
-        return None
-    from .presence import NodePresence
-
-    presence = NodePresence(service, client)
-    service.pm.register(presence, name="quart_chat.presence")
-    return presence
 
 
 def channel_allowed(patterns: tuple[str, ...], channel: str) -> bool:

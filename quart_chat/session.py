@@ -77,7 +77,7 @@ class Session:
         self.finished = asyncio.Event()
         #: True when the session ended without removing its store records (Redis was
         #: unreachable, or the server is stopping and removes them in bulk): the node
-        #: presence sweeps them (quart_chat.presence).
+        #: heartbeat sweeps them (quart_chat.backends.node_heartbeat).
         self.records_left = False
         self._service = service
         self._settings = settings

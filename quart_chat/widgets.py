@@ -11,6 +11,12 @@ Each widget shows its client's channels (join box, picker, leave), a scrolling l
 the current channel (time, sender, text; bot messages set apart), the members of the
 channel, and a text box where Enter (or the Send button) publishes. Errors from the
 server appear inline under the text box instead of as tracebacks.
+
+A channel opens with its recent history (when a plugin keeps history). The member list
+follows ``join``/``leave`` frames where the server sends them and otherwise asks for
+``presence``: on opening a channel, when an unknown sender speaks, and every
+``members_every`` seconds while nothing better is known. After a reconnect, a note says
+whether the server replayed what was missed (``recovered``) and how much.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import html
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as w
@@ -32,6 +39,10 @@ __all__ = ["ChatWidget", "render_message", "sender_color"]
 
 #: Messages kept per channel in the log.
 LOG_LENGTH = 200
+#: Earlier messages loaded when a channel opens.
+HISTORY = 50
+#: Seconds between presence refreshes while the server sends no join/leave frames.
+MEMBERS_EVERY = 15.0
 
 _PALETTE = ("#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#e377c2", "#17becf", "#bcbd22",
             "#ff7f0e", "#8c564b", "#3b6ea8")
@@ -74,13 +85,17 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         client: a connected :class:`ChatClient`, or a server URL to connect to.
         client_id: who to connect as, when ``client`` is a URL.
         channel: a channel to join at once (``None`` to start with none).
+        history: earlier messages to load when a channel opens (0: none).
+        members_every: seconds between presence refreshes of the member list, until the
+            server sends join/leave frames (0: only on events).
         height: of the message log (CSS).
         width: of the whole widget (CSS).
     """
 
     def __init__(self, client: ChatClient | str, client_id: str | None = None, *,
-                 channel: str | None = "lobby", height: str = "280px", width: str = "440px"
-                 ) -> None:
+                 channel: str | None = "lobby", history: int = HISTORY,
+                 members_every: float = MEMBERS_EVERY, height: str = "280px",
+                 width: str = "440px") -> None:
         if isinstance(client, str):
             client = ChatClient(client, client_id)
         self.client = client
@@ -88,10 +103,21 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         #: The channel shown in the log (None before the first join).
         self.channel: str | None = None
         self._logs: dict[str, deque[Message]] = {}
-        self._members: dict[str, list[str]] = {}
+        # channel -> client id -> sessions seen in join frames (empty: known by presence)
+        self._members: dict[str, dict[str, set[str]]] = {}
         self._lock = threading.RLock()  # the client's callback thread updates widgets too
+        self._arrived = threading.Condition(self._lock)
+        #: The last error shown under the text box, as plain text ("" when none).
+        self.error = ""
+        #: The connection note (lost, reconnected, recovered), as plain text.
+        self.note = ""
         self._height = height
         self._picking = False
+        self._history = history
+        # channel -> messages received while disconnected (replayed by a recovery)
+        self._missed: dict[str, int] | None = None
+        self._live_members = False  # the server sends join/leave frames: no polling
+        self._closed = threading.Event()
 
         self.header = w.HTML()
         fixed = "0 0 auto"  # buttons keep their width; the text boxes give way
@@ -111,6 +137,8 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.send_button = w.Button(description="Send", button_style="primary",
                                     layout=w.Layout(width="64px", flex=fixed))
         self.error_line = w.HTML(layout=w.Layout(width="auto"))
+        #: What happened to the connection (reconnected, recovered), under the log.
+        self.note_line = w.HTML(layout=w.Layout(width="auto"))
 
         self.join_button.on_click(lambda _: self.join(self.join_box.value))
         self.join_box.on_msg(self._on_join_msg)
@@ -127,6 +155,7 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 w.HBox([self.message_log, self.member_list], layout=w.Layout(width="100%")),
                 w.HBox([self.input, self.send_button]),
                 self.error_line,
+                self.note_line,
             ],
             layout=w.Layout(width=width, border="1px solid #d0d7de", padding="8px",
                             margin="4px"),
@@ -134,11 +163,15 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         client.on_message(self._on_message)
         client.on_reconnect(self._on_reconnect)
         client.on_disconnect(self._on_disconnect)
+        client.on_presence(self._on_presence)
         for joined in client.subscriptions:
             self._logs.setdefault(joined, deque(maxlen=LOG_LENGTH))
         self._render_all()
         if channel is not None:
             self.join(channel)
+        if members_every > 0:
+            threading.Thread(target=self._poll_members, args=(members_every,), daemon=True,
+                             name=f"quart-chat members {self.me}").start()
 
     # -- actions (what the buttons and Enter do; callable from code too) ----------------------
 
@@ -154,6 +187,7 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
                 with self._lock:
                     self._logs.pop(channel, None)
                 return False
+            self.load_history(channel)
         self.join_box.value = ""
         self.show(channel)
         return True
@@ -191,6 +225,34 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         self.refresh_members()
         self._render_all()
 
+    def load_history(self, channel: str) -> int:
+        """Put up to ``history`` earlier messages of ``channel`` before its log; how many.
+
+        Quietly nothing when no plugin keeps history (``history_unavailable``).
+        """
+        if self._history <= 0:
+            return 0
+        try:
+            earlier = self.client.history(channel, limit=self._history)[::-1]
+        except ChatError:
+            return 0  # no history plugin, or the server is busy: the live log still works
+        with self._lock:
+            log = self._logs.get(channel)
+            if log is None:
+                return 0
+            added = len({m.mid for m in earlier} - {m.mid for m in log})
+            # History is newer than anything kept from before it began, older than what
+            # arrived after it was read; the server's order stands within each part.
+            fetched = {m.mid for m in earlier}
+            start = earlier[0].mid if earlier else ""
+            before = [m for m in log if m.mid < start and m.mid not in fetched]
+            after = [m for m in log if m.mid >= start and m.mid not in fetched]
+            log.clear()
+            log.extend([*before, *earlier, *after])
+        if channel == self.channel:
+            self._render_log()
+        return added
+
     def refresh_members(self) -> None:
         """Ask the server who is in the shown channel."""
         channel = self.channel
@@ -201,8 +263,30 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         except ChatError:
             return  # a member list is a nicety: keep the last one
         with self._lock:
-            self._members[channel] = clients
-        self._render_members()
+            sessions = self._members.get(channel, {})
+            self._members[channel] = {c: sessions.get(c, set()) for c in clients}
+        if channel == self.channel:
+            self._render_members()
+
+    def members(self, channel: str | None = None) -> list[str]:
+        """The members listed for ``channel`` (the shown one by default), sorted."""
+        with self._lock:
+            return sorted(self._members.get(channel or self.channel or "", ()))
+
+    def wait_for(self, match: Callable[[Message], bool], timeout: float = 10.0) -> Message:
+        """The first message of the shown channel's log that ``match`` accepts, waiting up
+        to ``timeout`` seconds for it to arrive (``TimeoutError`` otherwise)."""
+        deadline = time.monotonic() + timeout
+        with self._arrived:
+            while True:
+                found = next((m for m in self._logs.get(self.channel or "", ()) if match(m)),
+                             None)
+                if found is not None:
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no such message in #{self.channel} within {timeout:g}s")
+                self._arrived.wait(left)
 
     def messages(self, channel: str | None = None) -> list[Message]:
         """The messages in the log of ``channel`` (the shown one by default), oldest first."""
@@ -211,8 +295,30 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
 
     def close(self) -> None:
         """Close the widget and its client."""
+        self._closed.set()
         self.client.close()
         super().close()
+
+    def to_html(self) -> str:
+        """A static picture of the window (header, log, members, notes) as one HTML block,
+        for pages and screenshots where no widget manager runs."""
+        box = "border:1px solid #d0d7de;border-radius:4px;padding:4px 8px;color:#666;"
+        controls = (
+            f'<div style="{_FONT} display:flex;gap:6px;margin:4px 0;">'
+            f'<span style="{box}min-width:88px;">{html.escape(self.channel or "")} ▾</span>'
+            f'<span style="{box}flex:1;">join a channel…</span></div>'
+        )
+        entry = (f'<div style="{_FONT} display:flex;gap:6px;margin-top:4px;">'
+                 f'<span style="{box}flex:1;">{html.escape(self.input.placeholder)}</span>'
+                 '<span style="background:#2196f3;color:white;border-radius:4px;'
+                 'padding:4px 12px;">Send</span></div>')
+        return (
+            f'<div style="width:{self.layout.width};border:1px solid #d0d7de;padding:8px;'
+            f'margin:4px;box-sizing:border-box;background:white;">{self.header.value}'
+            f'{controls}<div style="display:flex;"><div style="flex:1;">'
+            f"{self.message_log.value}</div>{self.member_list.value}</div>{entry}"
+            f"{self.error_line.value}{self.note_line.value}</div>"
+        )
 
     # -- events ------------------------------------------------------------------------------
 
@@ -236,31 +342,85 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             if log is None:
                 return
             log.append(message)
-            known = self._members.get(message.channel, [])
+            self._arrived.notify_all()
+            if self._missed is not None:  # between a drop and the reconnect: a replay
+                self._missed[message.channel] = self._missed.get(message.channel, 0) + 1
+            known = self._members.get(message.channel, {})
             stranger = not message.bot and message.sender not in known
         if message.channel == self.channel:
             self._render_log()
-            if stranger:
+            if stranger and not self._live_members:
+                self.refresh_members()
+
+    def _on_presence(self, frame: dict[str, Any]) -> None:
+        """A ``join``/``leave`` frame: the member list changes without asking the server.
+
+        A client may have several sessions; it leaves the list with the last one known.
+        """
+        channel, who, session = frame.get("channel"), frame.get("client_id"), frame.get("session")
+        if not isinstance(channel, str) or not isinstance(who, str):
+            return
+        self._live_members = True
+        with self._lock:
+            members = self._members.setdefault(channel, {})
+            if frame.get("type") == "join":
+                members.setdefault(who, set()).add(str(session))
+            elif who in members:
+                sessions = members[who]
+                sessions.discard(str(session))
+                if not sessions:
+                    del members[who]
+        if channel == self.channel:
+            self._render_members()
+
+    def _poll_members(self, every: float) -> None:
+        """Refresh the member list now and then (leaves are otherwise never seen)."""
+        while not self._closed.wait(every):
+            if self.client.state == "closed":
+                return
+            if not self._live_members and self.client.connected:
                 self.refresh_members()
 
     def _on_reconnect(self, event: Reconnected) -> None:
         with self._lock:
             for channel in event.lost:
                 self._logs.pop(channel, None)
+            missed, self._missed = self._missed or {}, None
         if event.lost:
             lost = ", ".join(f"{c} ({e.code})" for c, e in event.lost.items())
             self._show_error(f"reconnected, but could not rejoin {lost}")
         else:
             self._show_error("")
+        reloaded = {channel: self.load_history(channel)  # no replay: fill the gap from history
+                    for channel, complete in event.recovered.items() if not complete}
+        self._show_note(self._reconnect_note(event, missed, reloaded))
         if self.channel in event.lost:
             self.show(next(iter(sorted(self._logs)), None))
         else:
             self._render_header()
             self.refresh_members()
 
+    def _reconnect_note(self, event: Reconnected, missed: dict[str, int],
+                        reloaded: dict[str, int]) -> str:
+        channel = self.channel
+        if channel is None or channel not in event.recovered:
+            return "reconnected"
+        count = missed.get(channel, 0)
+        if event.recovered[channel]:
+            return (f"reconnected · recovered: true · {count} missed "
+                    f"message{'s' if count != 1 else ''} replayed")
+        if reloaded.get(channel):
+            return f"reconnected · recovered: false · {reloaded[channel]} from history"
+        return "reconnected · recovered: false · messages sent meanwhile are missing"
+
     def _on_disconnect(self, event: Disconnected) -> None:
+        with self._lock:
+            if event.reconnecting and self._missed is None:
+                self._missed = {}
         self._render_header()
-        if not event.reconnecting:
+        if event.reconnecting:
+            self._show_note("connection lost · reconnecting…")
+        else:
             self._show_error(f"disconnected: {event.reason or event.code}")
 
     def _try(self, action: Any, *args: Any) -> bool:
@@ -275,10 +435,19 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     # -- rendering ---------------------------------------------------------------------------
 
     def _show_error(self, text: str) -> None:
+        self.error = text
         self.error_line.value = (
             f'<div style="{_FONT} color:#b3261e;background:#fdecea;border-radius:4px;'
             f'padding:3px 8px;margin-top:4px;white-space:normal;overflow-wrap:anywhere;'
             f'line-height:1.35;">⚠ {html.escape(text)}</div>' if text else ""
+        )
+
+    def _show_note(self, text: str) -> None:
+        self.note = text
+        self.note_line.value = (
+            f'<div style="{_FONT} color:#5a4a00;background:#fff8e1;border-radius:4px;'
+            f'padding:3px 8px;margin-top:4px;line-height:1.35;">↻ {html.escape(text)}</div>'
+            if text else ""
         )
 
     def _render_all(self) -> None:
@@ -326,8 +495,7 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
         )
 
     def _render_members(self) -> None:
-        with self._lock:
-            members = list(self._members.get(self.channel or "", ()))
+        members = self.members()
         rows = "".join(
             f'<div style="white-space:nowrap;overflow:hidden;text-overflow:ellipsis;">'
             f'<span style="color:{sender_color(m)};">●</span> '

@@ -1,10 +1,13 @@
-"""The pieces every Redis-backed broker shares (quart_chat.brokers.base)."""
+"""The pieces every backend shares (quart_chat.backends, .base, .redis_support)."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 
-from quart_chat.brokers.base import cancel_and_wait
+from quart_chat.backends import SCHEMES
+from quart_chat.backends.base import cancel_and_wait
+from quart_chat.backends.redis_support import redact
 
 
 def test_cancel_and_wait_ends_a_task_that_swallowed_one_cancellation():
@@ -32,3 +35,20 @@ def test_cancel_and_wait_ends_a_task_that_swallowed_one_cancellation():
     done, swallowed = asyncio.run(scenario())
     assert done
     assert swallowed == 3
+
+
+def test_a_url_in_a_message_never_shows_its_credentials():
+    """Every backend names its URL in errors and logs through one redaction."""
+    assert redact("redis://user:s3cret@h:6379/0") == "redis://***@h:6379/0"
+    assert redact("redis+sentinel://:s3cret@a:1,b:2/main/2") == "redis+sentinel://***@a:1,b:2/main/2"
+    assert redact("redis+cluster://s3cret@h:1") == "redis+cluster://***@h:1"
+    assert redact("redis://h:6379/0") == "redis://h:6379/0"
+
+
+def test_every_scheme_opens_a_backend_module():
+    """A backend is one module with ``open`` and one entry in the scheme table; the Redis
+    family also gives plugins a ``client``."""
+    for scheme, name in SCHEMES.items():
+        module = importlib.import_module(f"quart_chat.backends.{name}")
+        assert callable(module.open), scheme
+        assert callable(getattr(module, "client", None)) == (scheme != "memory"), scheme

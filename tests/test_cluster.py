@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from redis.crc import key_slot
 
-from quart_chat.brokers import open_backend
-from quart_chat.brokers.cluster import channel_wire, parse_cluster_url
+from quart_chat import channel_key
+from quart_chat.backends import open_backend
+from quart_chat.backends.cluster import channel_wire, parse_cluster_url
 from quart_chat.config import Settings
 from quart_chat.errors import ConfigError
-from quart_chat.stores.cluster import channel_key
 from quart_chat.testing import LocalCluster, RedisServer, ServerThread
 
 from .cluster_fixtures import (
@@ -376,7 +376,7 @@ def test_a_stalled_shard_is_detected_and_its_channels_come_back_with_a_gap():
 async def test_a_channels_history_stream_lands_on_the_channels_shard(cluster):
     """``redis_client`` + ``channel_key``: a plugin's per-channel stream (Redis Streams
     history) is written through the cluster client and lives on the channel's shard."""
-    from quart_chat.brokers import redis_client
+    from quart_chat import redis_client
 
     client = redis_client(cluster.url)
     key = channel_key(PREFIX, "history", "room-5", cluster=True)
@@ -485,7 +485,7 @@ async def test_concurrent_publishes_through_a_failover_fail_only_with_unavailabl
     from quart_chat.errors import Unavailable
 
     with LocalCluster(primaries=3, replicas=1) as cluster:
-        broker, _store = open_backend(Settings(redis_url=cluster.url), "stress")
+        broker = open_backend(Settings(redis_url=cluster.url), "stress").broker
         await broker.start(lambda channel, payload: None, lambda channels: None)
         victim = cluster.owner(slot_of("room-0"))
         failures: dict[str, int] = {}

@@ -45,7 +45,7 @@ def test_several_workers_need_redis():
 
 
 def test_unsupported_broker_scheme_is_refused():
-    from quart_chat.brokers import open_backend
+    from quart_chat.backends import open_backend
 
     with pytest.raises(ConfigError, match="unsupported scheme 'kafka'"):
         open_backend(Settings(redis_url="kafka://x"), "node")

@@ -142,8 +142,8 @@ def test_a_session_opened_while_redis_was_cut_off_is_listed_once_it_is_back(redi
         proxy.cut()
         with contextlib.closing(Client(server.ws_url, "late")) as late:
             node_key = f"relist:node:{server.service.node_id}"
-            presence = server.service.presence
-            wait_until(lambda: late.welcome["session"] in presence._unlisted, 10,
+            heartbeat = server.service.heartbeat
+            wait_until(lambda: late.welcome["session"] in heartbeat._unlisted, 10,
                        "listing the late session failed")
             proxy.restore()
             wait_until(lambda: late.welcome["session"] in redis_server.cli("HKEYS", node_key),

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
-CHECK_MARK = "# NBVAL_CHECK_OUTPUT"
+CHECKED = "nbval-check-output"  # the cell tag nbval --nbval-lax compares outputs of
 
 
 def _notebooks() -> list[Path]:
@@ -32,21 +32,50 @@ def _sanitizers() -> list[tuple[str, str]]:
     return re.findall(r"^regex: (.*)$\n^replace: (.*)$", text, re.MULTILINE)
 
 
-def test_there_are_four_notebooks() -> None:
-    assert [p.name[:2] for p in _notebooks()] == ["01", "02", "03", "04"]
+def _tags(cell: dict[str, Any]) -> list[str]:
+    return list(cell.get("metadata", {}).get("tags", []))
+
+
+def test_there_are_five_notebooks() -> None:
+    assert [p.name[:2] for p in _notebooks()] == ["01", "02", "03", "04", "05"]
 
 
 @pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
 def test_notebook_checks_outputs_it_has_stored(path: Path) -> None:
-    """nbval --nbval-lax compares only marked cells: each notebook marks some, and each
-    marked cell has a stored output to compare against (and no stored error)."""
+    """nbval --nbval-lax compares only tagged cells: each notebook tags some, and each
+    tagged cell has a stored output to compare against (and no stored error)."""
     cells = _code_cells(path)
-    checked = [cell for cell in cells if _source(cell).startswith(CHECK_MARK)]
-    assert len(checked) >= 2, f"{path.name}: mark the outputs that matter with {CHECK_MARK}"
+    checked = [cell for cell in cells if CHECKED in _tags(cell)]
+    assert len(checked) >= 2, f"{path.name}: tag the outputs that matter with {CHECKED}"
     for cell in checked:
         assert cell["outputs"], f"{path.name}: checked cell has no stored output:\n{_source(cell)}"
     for cell in cells:
         assert all(out["output_type"] != "error" for out in cell["outputs"]), _source(cell)
+
+
+@pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
+def test_the_test_harness_is_not_what_a_reader_sees(path: Path) -> None:
+    """nbval's instructions live in cell tags; code asserts nothing; no output is a bare
+    True or False."""
+    for cell in _code_cells(path):
+        source = _source(cell)
+        assert "NBVAL" not in source, source
+        assert not re.search(r"^\s*assert\b", source, re.MULTILINE), source
+        for out in cell["outputs"]:
+            text = "".join(out.get("text", "")) + "".join(out.get("data", {}).get("text/plain", ""))
+            assert not re.search(r"(^|: |\s)(True|False)$", text.strip(), re.MULTILINE), text
+
+
+@pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
+def test_widgets_are_saved_alive(path: Path) -> None:
+    """What GitHub and nbviewer show: the windows as Run All leaves them, open; stopping is
+    a button the reader clicks, never a cell Run All executes."""
+    book = json.loads(path.read_text())
+    state = json.dumps(book["metadata"].get("widgets", {}))
+    assert "ChatWidget" in state or "Button" in state, f"{path.name}: no saved widget state"
+    assert "● closed" not in state and "disconnected:" not in state
+    for cell in _code_cells(path):
+        assert not re.search(r"^\w+\.stop\(\)$", _source(cell), re.MULTILINE), _source(cell)
 
 
 @pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from quart_chat import Message, hookimpl
-from quart_chat.protocol import encode_message
+from quart_chat.protocol import encode_message, new_mid
+from quart_chat.recovery import REPLAY_CLOCK_SLACK
 from quart_chat.testing import ServerThread
 
 from .helpers import Collector, wait_until
@@ -76,6 +77,31 @@ def test_hook_recover_a_reconnecting_client_gets_exactly_the_missed_messages_in_
     assert not [f for f in again.inbox if f["type"] == "message"]
 
 
+def recovered_then_late(server: Any, opened: Any, journal: Journal,
+                        first: tuple[Message, ...] = ()) -> list[str]:
+    """m0..m2 are published; a reader recovers m1, m2 after m0; then the broker hands
+    over ``first`` and the live frames of m1 and m2, and "after" is published. The texts
+    the reader gets (checked to be all it gets)."""
+    talker = opened(server, "talker")
+    talker.ok("subscribe", channel="room")
+    for n in range(3):
+        talker.ok("publish", channel="room", text=f"m{n}")
+    since, replayed = journal.logs["room"][0], journal.logs["room"][1:]
+    reader = opened(server, "reader")
+    assert reader.ok("subscribe", channel="room", since=since.mid)["missed"] == 2
+
+    async def late_frames() -> None:  # what the broker does when Redis hands them over now
+        for message in (*first, *replayed):
+            server.service.hub.deliver("room", encode_message(message))
+
+    server.call(late_frames())
+    talker.ok("publish", channel="room", text="after")
+    got = texts(reader.messages(3 + len(first)))
+    reader.ok("ping")
+    assert not [f for f in reader.inbox if f["type"] == "message"]
+    return got
+
+
 @pytest.mark.parametrize("broker", ["memory"], indirect=True)
 def test_a_live_frame_coming_after_its_replay_is_not_sent_twice(make_server, opened):
     """A message is stored once the broker took it, so its live frame can still be on its
@@ -83,23 +109,43 @@ def test_a_live_frame_coming_after_its_replay_is_not_sent_twice(make_server, ope
     messages after it are delivered as usual."""
     journal = Journal()
     server = make_server(plugins=(journal,))
-    talker = opened(server, "talker")
-    talker.ok("subscribe", channel="room")
-    for n in range(3):
-        talker.ok("publish", channel="room", text=f"m{n}")
-    first, replayed = journal.logs["room"][0], journal.logs["room"][1:]
-    reader = opened(server, "reader")
-    assert reader.ok("subscribe", channel="room", since=first.mid)["missed"] == 2
+    assert recovered_then_late(server, opened, journal) == ["m1", "m2", "after"]
 
-    async def late_frames() -> None:  # what the broker does when Redis hands them over now
-        for message in replayed:
-            server.service.hub.deliver("room", encode_message(message))
 
-    server.call(late_frames())
-    talker.ok("publish", channel="room", text="after")
-    assert texts(reader.messages(3)) == ["m1", "m2", "after"]
-    reader.ok("ping")
-    assert not [f for f in reader.inbox if f["type"] == "message"]
+@pytest.mark.parametrize("broker", ["memory"], indirect=True)
+def test_a_late_frame_coming_after_a_frame_from_a_clock_ahead_is_not_sent_twice(make_server,
+                                                                                  opened):
+    """Another process's clock may run ahead by more than REPLAY_CLOCK_SLACK: its frame,
+    arriving between the replay and a late frame, must not end the late frames' check."""
+    journal = Journal()
+    server = make_server(plugins=(journal,))
+    ahead = time.time() + 10 * REPLAY_CLOCK_SLACK
+    from_ahead = Message(channel="room", sender="other", text="ahead", ts=ahead,
+                         mid=new_mid(ahead))
+    got = recovered_then_late(server, opened, journal, first=(from_ahead,))
+    assert got == ["m1", "m2", "ahead", "after"]
+
+
+@pytest.mark.parametrize("broker", ["memory"], indirect=True)
+def test_a_live_frame_that_comes_again_after_the_replay_is_not_sent_twice(make_server, opened):
+    """A message's live frame can come twice (redis-py resends a PUBLISH whose reply timed
+    out): held during the recovery and then again after it, it is still sent once."""
+    server_box: list[Any] = []
+
+    class Overlapping(Journal):
+        """Recovers from its log while the first live frames come in (they are held)."""
+
+        @hookimpl
+        async def recover(self, channel: str, since: str, limit: int) -> list[Message] | None:
+            missed = Journal.recover(self, channel, since, limit)
+            for message in missed or ():
+                server_box[0].service.hub.deliver(channel, encode_message(message))
+            return missed
+
+    journal = Overlapping()
+    server = make_server(plugins=(journal,))
+    server_box.append(server)
+    assert recovered_then_late(server, opened, journal) == ["m1", "m2", "after"]
 
 
 def test_recovery_while_messages_keep_flowing_has_no_gap_and_no_duplicate(make_server):

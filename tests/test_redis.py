@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from quart_chat.brokers.redis import COMMAND_POOL_SIZE
+from quart_chat.backends.redis import COMMAND_POOL_SIZE
 from quart_chat.testing import RedisServer, ServerProcess, wait_for_health
 
 from .wsclient import Client

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from quart_chat.brokers.sentinel import parse_sentinel_url
+from quart_chat.backends.sentinel import parse_sentinel_url
 from quart_chat.errors import ConfigError
 from quart_chat.testing import LocalSentinel
 
@@ -95,7 +95,7 @@ def test_primary_killed_during_traffic_service_restored_without_reconnecting():
 
 async def test_redis_client_follows_the_sentinel_primary(sentinel_group):
     """``redis_client`` on a Sentinel URL writes to the current primary."""
-    from quart_chat.brokers import redis_client
+    from quart_chat import redis_client
 
     client = redis_client(sentinel_group.url)
     try:

@@ -17,6 +17,7 @@ from quart_chat.testing import ServerThread, free_port
 from quart_chat.widgets import ChatWidget, render_message, sender_color
 
 from .helpers import wait_until
+from .test_client import History
 
 WAIT = 10.0
 
@@ -189,3 +190,106 @@ def test_a_greeting_sent_right_after_joining_is_in_the_log() -> None:
                 assert chat.messages()[0].text == f"welcome to room{n}"
             finally:
                 chat.close()
+
+
+class Journal(History):
+    """Keeps every message: serves ``history`` and ``recover`` (shared by servers in a test)."""
+
+    @hookimpl
+    def recover(self, channel: str, since: str, limit: int) -> list[Message] | None:
+        mids = [m.mid for m in self.kept]
+        if since not in mids:
+            return None
+        return [m for m in self.kept[mids.index(since) + 1:] if m.channel == channel][:limit]
+
+
+def test_a_channel_opens_with_its_history_in_order() -> None:
+    """Earlier messages fill the log when a channel opens, oldest first, none twice."""
+    with (ServerThread(Settings(log_level="critical"), plugins=[Journal()]) as server,
+          ChatClient(server.ws_url, "alice") as alice):
+        alice.subscribe("lobby")
+        for n in range(3):
+            alice.publish("lobby", f"earlier {n}")
+        chat = ChatWidget(server.ws_url, "bob", history=2)
+        try:
+            assert [m.text for m in chat.messages()] == ["earlier 1", "earlier 2"]
+            log = chat.message_log.value
+            assert log.index("earlier 1") < log.index("earlier 2")
+            chat.send("now")
+            assert chat.wait_for(lambda m: m.text == "now", WAIT).sender == "bob"
+            assert chat.load_history("lobby") == 0  # nothing new: nothing doubled
+            assert [m.text for m in chat.messages()] == ["earlier 1", "earlier 2", "now"]
+            with pytest.raises(TimeoutError):
+                chat.wait_for(lambda m: m.text == "never", 0.1)
+        finally:
+            chat.close()
+
+
+def test_without_a_history_plugin_a_channel_opens_quietly(widget) -> None:
+    """history_unavailable is not an error the reader needs to see."""
+    alice = widget("alice")
+    assert alice.channel == "lobby" and alice.messages() == []
+    assert alice.error_line.value == ""
+
+
+def test_the_member_list_follows_joins_and_leaves_by_presence(widget) -> None:
+    """Without join/leave frames, the list is refreshed: a leave shows within the period."""
+    alice = widget("alice", members_every=0.2)
+    assert alice.members() == ["alice"]
+    bob = widget("bob")
+    wait_until(lambda: alice.members() == ["alice", "bob"], WAIT)
+    bob.leave()
+    wait_until(lambda: alice.members() == ["alice"], WAIT)
+    assert "members · 1" in alice.member_list.value
+
+
+def test_join_and_leave_frames_update_the_member_list_without_asking(widget) -> None:
+    """The contract frames: a join adds a client, its last session's leave removes it."""
+    alice = widget("alice", members_every=0)
+    for frame in ({"type": "join", "channel": "lobby", "client_id": "bob", "session": "s1"},
+                  {"type": "join", "channel": "lobby", "client_id": "bob", "session": "s2"},
+                  {"type": "leave", "channel": "lobby", "client_id": "bob", "session": "s1"}):
+        alice._on_presence(frame)
+    assert alice.members() == ["alice", "bob"] and "bob" in alice.member_list.value
+    alice._on_presence({"type": "leave", "channel": "lobby", "client_id": "bob",
+                        "session": "s2"})
+    assert alice.members() == ["alice"] and "bob" not in alice.member_list.value
+    alice._on_presence({"type": "leave", "channel": "lobby", "client_id": "alice",
+                        "session": alice.client.session_id})
+    assert alice.members() == []
+
+
+def test_after_a_server_restart_the_widget_says_what_was_recovered(redis_url: str) -> None:
+    """Messages sent while the widget's server was down are replayed and counted."""
+    journal = Journal()
+    settings = Settings(log_level="critical", redis_url=redis_url)
+    east = ServerThread(settings, plugins=[journal]).start()
+    west = ServerThread(settings, plugins=[journal]).start()
+    chat = ChatWidget(ChatClient(east.ws_url, "alice", reconnect_delay=0.05), history=0)
+    try:
+        with ChatClient(west.ws_url, "bob") as bob:
+            bob.subscribe("lobby")
+            bob.publish("lobby", "before")
+            wait_until(lambda: len(chat.messages()) == 1, WAIT)
+            east.stop()
+            wait_until(lambda: "reconnecting" in chat.note_line.value, WAIT)
+            for n in range(3):
+                bob.publish("lobby", f"missed {n}")
+            east = ServerThread(settings, plugins=[journal], port=east.port).start()
+            wait_until(lambda: "recovered" in chat.note_line.value, WAIT)
+        assert chat.note == "reconnected · recovered: true · 3 missed messages replayed"
+        assert [m.text for m in chat.messages()] == ["before", "missed 0", "missed 1",
+                                                      "missed 2"]
+    finally:
+        chat.close()
+        east.stop()
+        west.stop()
+
+
+def test_to_html_is_a_static_picture_of_the_window(widget) -> None:
+    alice = widget("alice")
+    alice.send("hello <there>")
+    wait_until(lambda: len(alice.messages()) == 1, WAIT)
+    picture = alice.to_html()
+    assert "hello &lt;there&gt;" in picture and "members · 1" in picture
+    assert "<input" not in picture and "<script" not in picture

@@ -1,53 +1,79 @@
-"""Redis pub/sub broker: ONE pub/sub connection per process for all channels.
+"""One Redis (``redis://``, ``rediss://``, ``unix://``): the broker, the store and
+``open``.
 
-redis-py's PubSub would reconnect and resubscribe silently, and a pub/sub client cut by
-Redis for a full output buffer loses messages without an exception. So this broker owns
-reconnection itself (the pub/sub client has no retries), proves liveness with a probe
-message it publishes to itself, and tells the hub about every gap it could have caused.
+The broker keeps ONE pub/sub connection per process for all channels. redis-py's PubSub
+would reconnect and resubscribe silently, and a pub/sub client cut by Redis for a full
+output buffer loses messages without an exception. So this broker owns reconnection
+itself (the pub/sub client has no retries), proves liveness with a probe message it
+publishes to itself, and tells the hub about every gap it could have caused.
+
+The store's key layout (``P`` is the prefix):
+
+- ``P:session:<session_id>`` SET of channels the session is subscribed to
+- ``P:client:<client_id>``   SET of the client's live session ids
+- ``P:presence:<channel>``   HASH session_id -> client_id (who is in the channel)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import Awaitable
-from typing import Any
+from collections.abc import Awaitable, Collection
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff, NoBackoff
-from redis.exceptions import RedisError
 
 from .. import metrics
+from ..config import Settings
 from ..errors import Unavailable
-from .base import Confirmations, Deliver, GapNotice, cancel_and_wait
+from .base import Backend, Broker, Deliver, GapNotice, cancel_and_wait
+from .node_heartbeat import NodeHeartbeat
+from .redis_support import (
+    BACKOFF_FIRST,
+    COMMAND_TIMEOUT,
+    CONNECT_TIMEOUT,
+    REDIS_DOWN,
+    SUBSCRIBE_TIMEOUT,
+    Confirmations,
+    PubSubStalled,
+    bounded_publish,
+    redact,
+    text,
+)
 
 log = logging.getLogger("quart_chat.redis")
 
-#: Errors that mean "Redis is not reachable right now" rather than a bug.
-REDIS_DOWN = (RedisError, OSError, asyncio.TimeoutError)
+T = TypeVar("T")
 
 COMMAND_POOL_SIZE = 16
-CONNECT_TIMEOUT = 2.0
-COMMAND_TIMEOUT = 2.0
-SUBSCRIBE_TIMEOUT = 5.0
-BACKOFF_FIRST = 0.05
+#: The longest wait between two attempts to restore the pub/sub connection.
 BACKOFF_MAX = 5.0
-#: The longest a publish may take (a pool connection and one retry fit in it): past it the
-#: client hears ``unavailable`` and retries instead of waiting on a command that hangs.
-PUBLISH_TIMEOUT = 2 * COMMAND_TIMEOUT
 
 
-async def bounded_publish(command: Awaitable[object],
-                          failures: tuple[type[BaseException], ...] = REDIS_DOWN) -> None:
-    """Await a (S)PUBLISH for at most ``PUBLISH_TIMEOUT``; one of ``failures`` (which
-    must include ``TimeoutError``, as ``REDIS_DOWN`` does) becomes :class:`Unavailable`."""
-    try:
-        await asyncio.wait_for(command, PUBLISH_TIMEOUT)
-    except failures as exc:
-        raise Unavailable("the message broker is unreachable; retry shortly") from exc
+def open(url: str, settings: Settings, node_id: str) -> Backend:
+    """The broker, store and node heartbeat for one Redis."""
+    commands = command_client(url, f"{settings.key_prefix}:{node_id}:commands")
+    broker = RedisBroker(url, prefix=settings.key_prefix, node_id=node_id, client=commands,
+                         probe_interval=settings.redis_probe_interval)
+    return shared(broker, RedisStore(commands, prefix=settings.key_prefix))
+
+
+def shared(broker: Broker, store: RedisStore) -> Backend:
+    """A backend whose records every process shares: each process also beats, so that
+    survivors clean up after one that died (see :mod:`.node_heartbeat`)."""
+    return Backend(broker, store, functools.partial(NodeHeartbeat, store=store))
+
+
+def client(url: str, client_name: str) -> aioredis.Redis:
+    """A command client of its own (a plugin's), whose ``aclose()`` releases its pool."""
+    redis = command_client(url, client_name)
+    redis.auto_close_connection_pool = True
+    return redis
 
 
 def command_client(url: str, name: str) -> aioredis.Redis:
@@ -65,8 +91,7 @@ def command_client(url: str, name: str) -> aioredis.Redis:
     return aioredis.Redis(connection_pool=pool)
 
 
-class PubSubStalled(Exception):
-    """The probe did not come back: the pub/sub connection is not delivering."""
+# -- the broker ------------------------------------------------------------------------
 
 
 class RedisBroker:
@@ -114,7 +139,7 @@ class RedisBroker:
         except TimeoutError:
             await self.close()
             raise Unavailable(
-                f"cannot reach Redis at {self._safe_url()}: {self._last_error}"
+                f"cannot reach Redis at {redact(self._url)}: {self._last_error}"
             ) from None
 
     async def close(self) -> None:
@@ -280,7 +305,83 @@ class RedisBroker:
                 with contextlib.suppress(*REDIS_DOWN):
                     await self._redis.publish(self._probe_channel, b"probe")
 
-    def _safe_url(self) -> str:
-        """The URL without a password, for messages and logs."""
-        scheme, _, rest = self._url.partition("://")
-        return f"{scheme}://***@{rest.rpartition('@')[2]}" if "@" in rest else self._url
+
+# -- the store -------------------------------------------------------------------------
+
+
+class RedisStore:
+    """Records kept in Redis so every process (and operators) can see them."""
+
+    #: What a command raises when Redis could not carry it out: ``unavailable``.
+    failures: tuple[type[BaseException], ...] = REDIS_DOWN
+    unreachable = "the subscription store (Redis) is unreachable"
+
+    def __init__(self, client: aioredis.Redis, *, prefix: str) -> None:
+        #: The command client, shared with the node heartbeat.
+        self.client = client
+        self._prefix = prefix
+
+    def session_key(self, session_id: str, client_id: str) -> str:
+        return f"{self._prefix}:session:{session_id}"
+
+    def client_key(self, client_id: str) -> str:
+        return f"{self._prefix}:client:{client_id}"
+
+    def presence_key(self, channel: str) -> str:
+        return f"{self._prefix}:presence:{channel}"
+
+    async def connect(self, session_id: str, client_id: str) -> None:
+        await self._run(self.client.sadd(self.client_key(client_id), session_id))
+
+    async def join(self, session_id: str, client_id: str, channel: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.sadd(self.session_key(session_id, client_id), channel)
+        pipe.hset(self.presence_key(channel), session_id, client_id)
+        await self._run(pipe.execute())
+
+    async def leave(self, session_id: str, client_id: str, channel: str) -> None:
+        pipe = self.client.pipeline(transaction=False)
+        pipe.srem(self.session_key(session_id, client_id), channel)
+        pipe.hdel(self.presence_key(channel), session_id)
+        await self._run(pipe.execute())
+
+    async def disconnect(self, session_id: str, client_id: str, channels: Collection[str]) -> None:
+        await self.disconnect_many([(session_id, client_id, channels)])
+
+    async def disconnect_many(
+        self, sessions: Collection[tuple[str, str, Collection[str]]]
+    ) -> dict[str, set[str]]:
+        """Forget many sessions in two round trips (shutdown, sweeps, reaping dead nodes).
+
+        Each entry is (session id, client id, channels known to be subscribed); the
+        channels recorded in Redis are removed too, and returned per session id.
+        """
+        if not sessions:
+            return {}
+        reads = self.client.pipeline(transaction=False)
+        for session_id, client_id, _ in sessions:
+            reads.smembers(self.session_key(session_id, client_id))
+        recorded = await self._run(reads.execute())
+        found: dict[str, set[str]] = {}
+        pipe = self.client.pipeline(transaction=False)
+        for (session_id, client_id, channels), members in zip(sessions, recorded, strict=True):
+            found[session_id] = {text(c) for c in members}
+            for channel in {*channels, *found[session_id]}:
+                pipe.hdel(self.presence_key(channel), session_id)
+            pipe.delete(self.session_key(session_id, client_id))
+            pipe.srem(self.client_key(client_id), session_id)
+        await self._run(pipe.execute())
+        return found
+
+    async def presence(self, channel: str) -> list[str]:
+        members = await self._run(self.client.hvals(self.presence_key(channel)))
+        return sorted({text(m) for m in members})
+
+    async def session_count(self, client_id: str) -> int:
+        return int(await self._run(self.client.scard(self.client_key(client_id))))
+
+    async def _run(self, awaitable: Awaitable[T]) -> T:
+        try:
+            return await awaitable
+        except self.failures as exc:
+            raise Unavailable(self.unreachable) from exc

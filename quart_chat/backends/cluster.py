@@ -1,4 +1,7 @@
-"""Redis Cluster broker: sharded pub/sub, one pub/sub connection per shard in use.
+"""Redis Cluster (``redis+cluster://``): the broker, the hash-tagged store and ``open``.
+
+The URL form is ``redis+cluster://[[user]:password@]host:port[,host:port...]`` (any seed
+nodes). The broker uses sharded pub/sub, one pub/sub connection per shard in use.
 
 Channel ``c`` travels as the shard channel ``P:ch:{c}`` (``P`` is the key prefix). The
 hash tag puts it in the slot of the channel's other keys (``P:presence:{c}``, a history
@@ -22,6 +25,19 @@ primary that owns at least one of this process's channels. The cluster is follow
   channels are subscribed there, each with a gap notice.
 
 Publishing and the store use redis-py's ``RedisCluster``, which follows MOVED/ASK itself.
+
+The store keeps the records of :class:`~quart_chat.backends.redis.RedisStore`, each
+hash-tagged by its owner (the part in braces picks the slot):
+
+- ``P:presence:{<channel>}``             HASH session_id -> client_id, on the channel's
+  shard: the same slot as the channel's shard channel ``P:ch:{<channel>}`` and its
+  history stream ``P:history:{<channel>}``
+- ``P:client:{<client_id>}``             SET of the client's live session ids
+- ``P:session:{<client_id>}:<session_id>`` SET of channels the session is subscribed to,
+  in the client's slot
+
+Multi-key operations never cross slots except ``disconnect``, whose pipeline redis-py
+splits per shard (it is not a transaction on one Redis either).
 """
 
 from __future__ import annotations
@@ -34,7 +50,6 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from redis.asyncio import RedisCluster
 from redis.asyncio.cluster import ClusterNode
@@ -46,22 +61,26 @@ from redis.exceptions import MovedError, RedisClusterException, ResponseError
 
 from ..config import Settings
 from ..errors import ConfigError, Unavailable
-from ..stores.base import Store
-from .base import Confirmations, Deliver, GapNotice, cancel_and_wait
-from .redis import (
+from .base import Backend, Deliver, GapNotice, cancel_and_wait
+from .keys import tagged
+from .redis import RedisStore, shared
+from .redis_support import (
     BACKOFF_FIRST,
     COMMAND_TIMEOUT,
     CONNECT_TIMEOUT,
     REDIS_DOWN,
     SUBSCRIBE_TIMEOUT,
+    Addr,
+    Confirmations,
     PubSubStalled,
     bounded_publish,
+    parse_hosts,
+    redact,
+    split_credentials,
+    split_url,
 )
 
 log = logging.getLogger("quart_chat.cluster")
-
-#: A node's address as the cluster announces it.
-Addr = tuple[str, int]
 
 SLOTS = 16384
 #: Errors that mean "the cluster (or part of it) is not reachable right now".
@@ -93,60 +112,10 @@ class ClusterTarget:
     password: str | None = None
 
 
-def parse_hosts(hosts: str, url_for_errors: str, default_port: int) -> tuple[Addr, ...]:
-    """``h:p,h:p,[::1]:p`` -> addresses; a missing port is ``default_port``."""
-    addrs = []
-    for item in hosts.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        if item.startswith("["):
-            host, _, port = item[1:].partition("]")
-            port = port.removeprefix(":")
-        else:
-            host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
-        if not host:
-            raise ConfigError(f"QUART_CHAT_REDIS_URL: no host in {item!r} of {url_for_errors}")
-        try:
-            number = int(port) if port else default_port
-        except ValueError:
-            raise ConfigError(
-                f"QUART_CHAT_REDIS_URL: bad port in {item!r} of {url_for_errors}"
-            ) from None
-        if not 0 < number < 65536:
-            raise ConfigError(f"QUART_CHAT_REDIS_URL: bad port in {item!r} of {url_for_errors}")
-        addrs.append((host, number))
-    if not addrs:
-        raise ConfigError(f"QUART_CHAT_REDIS_URL: no host:port in {url_for_errors}")
-    return tuple(addrs)
-
-
-def split_credentials(netloc: str) -> tuple[str | None, str | None, str]:
-    """``user:password@hosts`` -> (user, password, hosts); percent-escapes decoded."""
-    userinfo, at, hosts = netloc.rpartition("@")
-    if not at:
-        return None, None, netloc
-    user, colon, password = userinfo.partition(":")
-    if not colon:  # "secret@host": a password alone, as redis-py reads it
-        return None, unquote(user) or None, hosts
-    return unquote(user) or None, unquote(password) or None, hosts
-
-
-def split_url(url: str, scheme: str) -> tuple[str, str, str, str]:
-    """``scheme://netloc/path?query`` -> (safe, netloc, path, query), where ``safe`` is
-    the URL without credentials, for error messages."""
-    given, sep, rest = url.partition("://")
-    safe = f"{given}://{rest.rpartition('@')[2]}"
-    if given != scheme or not sep:
-        raise ConfigError(f"QUART_CHAT_REDIS_URL: not a {scheme}:// URL: {safe}")
-    rest, _, query = rest.partition("?")
-    netloc, _, path = rest.partition("/")
-    return safe, netloc, path, query
-
-
 def parse_cluster_url(url: str) -> ClusterTarget:
     """``redis+cluster://[[user]:password@]host:port[,host:port...]`` -> its target."""
-    safe, netloc, path, query = split_url(url, "redis+cluster")
+    safe = redact(url)
+    netloc, path, query = split_url(url, "redis+cluster")
     if query or path.strip("/"):
         raise ConfigError(
             f"QUART_CHAT_REDIS_URL: a cluster URL takes no database or options: {safe} "
@@ -178,30 +147,34 @@ def cluster_client(target: ClusterTarget, client_name: str | None = None) -> Red
     )
 
 
-def open_cluster(url: str, settings: Settings, node_id: str) -> tuple[ClusterBroker, Store]:
-    """The broker and the hash-tagged store for a ``redis+cluster://`` URL."""
-    from ..stores.cluster import ClusterStore
-
+def open(url: str, settings: Settings, node_id: str) -> Backend:
+    """The broker, the hash-tagged store and the node heartbeat for a cluster URL."""
     if "{" in settings.key_prefix or "}" in settings.key_prefix:
         raise ConfigError(
             "QUART_CHAT_KEY_PREFIX must not contain '{' or '}' with Redis Cluster: "
             "the server puts its own hash tags in every key"
         )
     target = parse_cluster_url(url)
-    client = cluster_client(target, f"{settings.key_prefix}:{node_id}:commands")
+    commands = cluster_client(target, f"{settings.key_prefix}:{node_id}:commands")
     broker = ClusterBroker(
         target,
         prefix=settings.key_prefix,
         node_id=node_id,
-        client=client,
+        client=commands,
         probe_interval=settings.redis_probe_interval,
     )
-    return broker, ClusterStore(client, prefix=settings.key_prefix)
+    return shared(broker, ClusterStore(commands, prefix=settings.key_prefix))
+
+
+def client(url: str, client_name: str) -> RedisCluster:
+    """A command client of its own (a plugin's); key per-channel data with
+    :func:`~quart_chat.backends.keys.channel_key` so it lives on the channel's shard."""
+    return cluster_client(parse_cluster_url(url), client_name)
 
 
 def channel_wire(prefix: str, channel: str) -> bytes:
     """The shard channel of ``channel``: ``P:ch:{channel}``, in the channel's slot."""
-    return f"{prefix}:ch:{{{channel}}}".encode()
+    return tagged(prefix, "ch", channel).encode()
 
 
 # -- the broker ------------------------------------------------------------------------
@@ -328,10 +301,6 @@ class ClusterBroker:
             "gaps": self.gaps,
             "channels": len(self._wires),
         }
-
-    def links(self) -> dict[str, int]:
-        """``host:port`` -> subscribed channels, per pub/sub connection (for tests)."""
-        return {f"{h}:{p}": len(link.confirmed) for (h, p), link in self._links.items()}
 
     # -- placing channels on links -------------------------------------------------
 
@@ -520,6 +489,28 @@ class ClusterBroker:
 
     def _describe(self) -> str:
         return ",".join(_show(a) for a in self._target.seeds)
+
+
+# -- the store -------------------------------------------------------------------------
+
+
+class ClusterStore(RedisStore):
+    """:class:`RedisStore` with hash-tagged keys, over a ``RedisCluster`` client."""
+
+    failures = COMMAND_FAILED
+    unreachable = "the subscription store (Redis Cluster) is unreachable"
+
+    def __init__(self, client: RedisCluster, *, prefix: str) -> None:
+        super().__init__(client, prefix=prefix)  # type: ignore[arg-type]
+
+    def session_key(self, session_id: str, client_id: str) -> str:
+        return f"{tagged(self._prefix, 'session', client_id)}:{session_id}"
+
+    def client_key(self, client_id: str) -> str:
+        return tagged(self._prefix, "client", client_id)
+
+    def presence_key(self, channel: str) -> str:
+        return tagged(self._prefix, "presence", channel)
 
 
 def _show(addr: Addr) -> str:

@@ -1,13 +1,16 @@
-"""Presence that heals: a per-process heartbeat in Redis, and reaping of dead processes.
+"""The node heartbeat: each server process beats in Redis, and survivors reap the dead.
+
+(So that channel presence heals after a crash; "presence" elsewhere means the members
+of a channel.)
 
 Every server process (node) using Redis registers itself in ``P:nodes`` (a sorted set,
 score = last heartbeat, Redis server time) every ``node_ttl / 5`` seconds and lists its
 live sessions in ``P:node:<node_id>`` (a hash session id -> client id). A process that
 dies without cleaning up (SIGKILL, OOM, power loss) stops beating; after ``3/5`` of
 ``node_ttl`` without a beat, any surviving process takes a short lock on it and removes
-its sessions from the per-client and presence records, then calls the
-``client_disconnected`` hook once for each of them with a :class:`LostSession`
-(``close_code`` 1006). So a dead node's clients vanish from ``presence`` within
+its sessions from the per-client and presence records, then (with ``join_leave``) sends
+their ``leave`` frames and calls the ``client_disconnected`` hook once for each of them
+with a :class:`LostSession` (``close_code`` 1006). So a dead node's clients vanish from ``presence`` within
 ``node_ttl``.
 
 The ``client_disconnected`` calls for a dead node are **best-effort**: they need a
@@ -25,21 +28,21 @@ import contextlib
 import logging
 import secrets
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING
 
-from .brokers.redis import REDIS_DOWN
-from .errors import ChatError
-from .hookspecs import hookimpl
+from ..errors import ChatError
+from ..hookspecs import hookimpl
+from .base import restore_records
+from .redis_support import REDIS_DOWN, text
 
 if TYPE_CHECKING:
-    import redis.asyncio as aioredis
     from quart import Quart
 
-    from .service import ChatService
-    from .session import Session
-    from .stores.redis import RedisStore
+    from ..service import ChatService
+    from ..session import Session
+    from .redis import RedisStore
 
-log = logging.getLogger("quart_chat.presence")
+log = logging.getLogger("quart_chat.node_heartbeat")
 
 #: Safety net: a node's session list disappears by itself after a day unrefreshed.
 NODE_RECORD_MAX_AGE = 24 * 3600
@@ -62,13 +65,13 @@ class LostSession:
     lost: bool = True
 
 
-class NodePresence:
+class NodeHeartbeat:
     """The heartbeat and reaper, registered as an in-package plugin when Redis is used."""
 
-    def __init__(self, service: ChatService, client: aioredis.Redis) -> None:
+    def __init__(self, service: ChatService, *, store: RedisStore) -> None:
         self._service = service
-        self._redis = client
-        self._store = cast("RedisStore", service.store)
+        self._store = store
+        self._redis = store.client
         settings = service.settings
         self.node_id = service.node_id
         self.interval = settings.node_ttl / 5
@@ -194,16 +197,15 @@ class NodePresence:
         self._registered = True
 
     async def _restore(self) -> None:
+        """A survivor reaped this live node (its loop stalled): write its records and its
+        list of sessions again."""
         sessions = list(self._service.sessions)
         log.warning("node %s was presumed dead; re-registering %d sessions",
                     self.node_id, len(sessions))
-        store = self._service.store
-        for session in sessions:
-            with contextlib.suppress(ChatError):
-                await store.connect(session.id, session.client_id)
-                for channel in sorted(session.channels):
-                    await store.join(session.id, session.client_id, channel)
-            await self._redis.hset(self.node_key(self.node_id), session.id, session.client_id)
+        await restore_records(self._store, sessions)
+        if sessions:
+            listed = {session.id: session.client_id for session in sessions}
+            await self._redis.hset(self.node_key(self.node_id), mapping=listed)  # type: ignore[arg-type]
 
     async def sweep(self) -> int:
         """Remove the records of this node's ended sessions that are still listed.
@@ -216,7 +218,7 @@ class NodePresence:
         try:
             listed = await self._redis.hgetall(self.node_key(self.node_id))
             live = {session.id for session in self._service.sessions}
-            leftover = {**known, **{_text(raw_id): _text(raw_client)
+            leftover = {**known, **{text(raw_id): text(raw_client)
                                     for raw_id, raw_client in listed.items()}}
             ended = [(session_id, client_id, ()) for session_id, client_id in leftover.items()
                      if session_id not in live]
@@ -237,7 +239,7 @@ class NodePresence:
         dead = await self._redis.zrangebyscore(self._nodes_key, "-inf", now - self.dead_after)
         removed = 0
         for raw in dead:
-            node_id = _text(raw)
+            node_id = text(raw)
             if node_id != self.node_id:
                 removed += await self._reap_node(node_id)
         return removed
@@ -249,7 +251,7 @@ class NodePresence:
         lost: list[LostSession] = []
         try:
             sessions = await self._redis.hgetall(self.node_key(node_id))
-            entries = [(_text(raw_id), _text(raw_client), ()) for raw_id, raw_client
+            entries = [(text(raw_id), text(raw_client), ()) for raw_id, raw_client
                        in sessions.items()]
             for start in range(0, len(entries), SWEEP_BATCH):
                 batch = entries[start:start + SWEEP_BATCH]
@@ -271,10 +273,6 @@ class NodePresence:
             # join/leave (issue 15): subscribers hear that a dead process's sessions left
             await self._service.membership("leave", sorted(session.channels),
                                            session.client_id, session.id)
-            await self._service.notify("client_disconnected", session=session)
+            await self._service.hooks.client_disconnected(session)
         return len(lost)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 

@@ -1,6 +1,8 @@
-"""Sentinel: the Redis broker and store, pointed at whichever node Sentinel calls primary.
+"""Sentinel (``redis+sentinel://``): the Redis broker and store, pointed at whichever node
+Sentinel calls primary.
 
-The broker is :class:`~quart_chat.brokers.redis.RedisBroker` with one change: every
+The URL form is ``redis+sentinel://[[user]:password@]host:port[,host:port...]/master-name[/db]``.
+The broker is :class:`~quart_chat.backends.redis.RedisBroker` with one change: every
 pub/sub connection asks the Sentinels for the primary's address first. When the primary
 dies, the pub/sub connection fails (or its probe stops coming back), the broker's own
 reconnect loop asks again, finds the promoted replica, resubscribes every channel and
@@ -21,9 +23,18 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 
 from ..config import Settings
 from ..errors import ConfigError
-from ..stores.base import Store
-from .cluster import Addr, parse_hosts, split_credentials, split_url
-from .redis import COMMAND_TIMEOUT, CONNECT_TIMEOUT, REDIS_DOWN, RedisBroker
+from .base import Backend
+from .redis import RedisBroker, RedisStore, shared
+from .redis_support import (
+    COMMAND_TIMEOUT,
+    CONNECT_TIMEOUT,
+    REDIS_DOWN,
+    Addr,
+    parse_hosts,
+    redact,
+    split_credentials,
+    split_url,
+)
 
 SENTINEL_PORT = 26379
 
@@ -44,7 +55,8 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
 
     The credentials are those of the primary and replicas; Sentinels are asked without.
     """
-    safe, netloc, path, query = split_url(url, "redis+sentinel")
+    safe = redact(url)
+    netloc, path, query = split_url(url, "redis+sentinel")
     parts = [p for p in path.split("/") if p]
     if query or not 1 <= len(parts) <= 2:
         raise ConfigError(
@@ -91,10 +103,6 @@ class SentinelBroker(RedisBroker):
             with contextlib.suppress(*REDIS_DOWN):
                 await sentinel.aclose()
 
-    def _safe_url(self) -> str:
-        hosts = ",".join(f"{h}:{p}" for h, p in self._target.sentinels)
-        return f"redis+sentinel://{hosts}/{self._target.service}"
-
 
 class _OwnSentinelClient(aioredis.Redis):
     """A primary's client that also closes its connections to the Sentinels."""
@@ -106,15 +114,6 @@ class _OwnSentinelClient(aioredis.Redis):
         for sentinel in self._sentinel.sentinels if self._sentinel else ():
             with contextlib.suppress(*REDIS_DOWN):
                 await sentinel.aclose()
-
-
-def sentinel_client(url: str, client_name: str | None = None) -> aioredis.Redis:
-    """A command client for the primary a ``redis+sentinel://`` URL names."""
-    target = parse_sentinel_url(url)
-    sentinel = _sentinel(target)
-    client = _primary_client(target, sentinel, client_name, _OwnSentinelClient)
-    client._sentinel = sentinel  # type: ignore[attr-defined]
-    return client
 
 
 def _sentinel(target: SentinelTarget) -> Sentinel:
@@ -142,14 +141,22 @@ def _primary_client(target: SentinelTarget, sentinel: Sentinel, client_name: str
     return client
 
 
-def open_sentinel(url: str, settings: Settings, node_id: str) -> tuple[SentinelBroker, Store]:
-    """The broker and store for a ``redis+sentinel://`` URL (one Redis key layout)."""
-    from ..stores.redis import RedisStore
-
+def open(url: str, settings: Settings, node_id: str) -> Backend:
+    """The broker, store (one Redis key layout) and node heartbeat for a Sentinel URL."""
     target = parse_sentinel_url(url)
     sentinel = _sentinel(target)
-    client = _primary_client(target, sentinel, f"{settings.key_prefix}:{node_id}:commands")
+    commands = _primary_client(target, sentinel, f"{settings.key_prefix}:{node_id}:commands")
     broker = SentinelBroker(target, sentinel, url=url, prefix=settings.key_prefix,
-                            node_id=node_id, client=client,
+                            node_id=node_id, client=commands,
                             probe_interval=settings.redis_probe_interval)
-    return broker, RedisStore(client, prefix=settings.key_prefix)
+    return shared(broker, RedisStore(commands, prefix=settings.key_prefix))
+
+
+def client(url: str, client_name: str) -> aioredis.Redis:
+    """A command client of its own (a plugin's) for the primary the URL names; its
+    ``aclose()`` also closes its connections to the Sentinels."""
+    target = parse_sentinel_url(url)
+    sentinel = _sentinel(target)
+    primary = _primary_client(target, sentinel, client_name, _OwnSentinelClient)
+    primary._sentinel = sentinel  # type: ignore[attr-defined]
+    return primary

@@ -1,9 +1,49 @@
-"""The in-process subscription record, used with the embedded broker."""
+"""The embedded backend: in-process delivery and records, the default when no Redis URL
+is given. Refused with several workers (see Settings): messages would not cross them."""
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection
+from typing import Any
+
+from ..config import Settings
+from .base import Backend, Deliver, GapNotice
+
+
+def open(url: str, settings: Settings, node_id: str) -> Backend:
+    """The embedded broker and store (``memory://`` or no URL)."""
+    return Backend(MemoryBroker(), MemoryStore())
+
+
+class MemoryBroker:
+    """Delivers within this process only."""
+
+    name = "memory"
+
+    def __init__(self) -> None:
+        self._channels: set[str] = set()
+        self._deliver: Deliver | None = None
+
+    async def start(self, deliver: Deliver, on_gap: GapNotice) -> None:
+        self._deliver = deliver
+
+    async def close(self) -> None:
+        self._deliver = None
+        self._channels.clear()
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+
+    async def publish(self, channel: str, payload: bytes) -> None:
+        if self._deliver is not None and channel in self._channels:
+            self._deliver(channel, payload)
+
+    async def health(self) -> dict[str, Any]:
+        return {"connected": self._deliver is not None}
 
 
 class MemoryStore:
@@ -40,12 +80,6 @@ class MemoryStore:
 
     async def session_count(self, client_id: str) -> int:
         return len(self.clients.get(client_id, ()))
-
-    async def client_channels(self, client_id: str) -> list[str]:
-        channels: set[str] = set()
-        for session_id in self.clients.get(client_id, ()):
-            channels |= self.sessions.get(session_id, set())
-        return sorted(channels)
 
     def _drop_member(self, channel: str, session_id: str) -> None:
         members = self.members.get(channel)

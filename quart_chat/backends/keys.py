@@ -1,0 +1,22 @@
+"""Key names in Redis: the cluster hash tag, and the per-channel key plugins may use.
+
+Kept apart from the backends (and free of redis-py) so a plugin can name its keys
+without loading a Redis client.
+"""
+
+from __future__ import annotations
+
+
+def tagged(prefix: str, kind: str, owner: str) -> str:
+    """``P:kind:{owner}``: the key of ``kind`` for a channel or client, in its slot."""
+    return f"{prefix}:{kind}:{{{owner}}}"
+
+
+def channel_key(prefix: str, kind: str, channel: str, *, cluster: bool) -> str:
+    """The key of ``kind`` (``history``, ...) for ``channel``, for plugins keeping data.
+
+    On a cluster it is hash-tagged so it lives on the channel's shard (with the
+    channel's presence and shard channel); on one Redis it keeps the plain
+    ``P:kind:channel`` form.
+    """
+    return tagged(prefix, kind, channel) if cluster else f"{prefix}:{kind}:{channel}"

@@ -1,1 +1,0 @@
-"""Subscription stores: in memory, or in Redis."""
