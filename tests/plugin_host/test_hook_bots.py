@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from quart_chat import Bot, bot_for, hookimpl
 
+from .kit import WAIT
+
 
 class Goodbye:
     """The goodbye bot of the docs, three lines."""
@@ -19,11 +21,11 @@ def test_hook_client_disconnected_goodbye_bot_in_three_lines(serve):
     server = serve(Goodbye())
     alice, bob = server.connect("alice"), server.connect("bob")
     for channel in ("lobby", "games"):
-        alice.ok("subscribe", channel=channel)
-    bob.ok("subscribe", channel="lobby")
+        alice.subscribe(channel)
+    bob.subscribe("lobby")
     bob.close()
-    message = alice.next_message()
-    assert (message["channel"], message["sender"], message["text"], message["bot"]) == (
+    message = alice.receive(timeout=WAIT)
+    assert (message.channel, message.sender, message.text, message.bot) == (
         "lobby", "Goodbye", "bob left #lobby", True)
 
 
@@ -40,10 +42,10 @@ def test_hook_client_connected_gets_a_bot(serve):
 
     server = serve(Audit())
     watcher = server.connect("watcher")
-    watcher.ok("subscribe", channel="audit")
+    watcher.subscribe("audit")
     server.connect("alice")
-    message = watcher.next_message()
-    assert (message["sender"], message["text"]) == ("audit", "alice connected")
+    message = watcher.receive(timeout=WAIT)
+    assert (message.sender, message.text) == ("audit", "alice connected")
 
 
 def test_hook_client_unsubscribed_gets_a_bot(serve):
@@ -56,11 +58,11 @@ def test_hook_client_unsubscribed_gets_a_bot(serve):
 
     server = serve(Farewell())
     alice, bob = server.connect("alice"), server.connect("bob")
-    alice.ok("subscribe", channel="lobby")
-    bob.ok("subscribe", channel="lobby")
-    bob.ok("unsubscribe", channel="lobby")
-    message = alice.next_message()
-    assert (message["sender"], message["text"]) == ("Farewell", "bye bob")
+    alice.subscribe("lobby")
+    bob.subscribe("lobby")
+    bob.unsubscribe("lobby")
+    message = alice.receive(timeout=WAIT)
+    assert (message.sender, message.text) == ("Farewell", "bye bob")
 
 
 def test_hook_bots_keep_working_for_plugins_that_do_not_ask_for_one(serve):
@@ -82,8 +84,8 @@ def test_hook_bots_keep_working_for_plugins_that_do_not_ask_for_one(serve):
 
     server = serve(Plain())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("unsubscribe", channel="lobby")
+    alice.subscribe("lobby")
+    alice.unsubscribe("lobby")
     alice.close()
     server.stop()
     assert seen == [("connected", "alice"), ("unsubscribed", "lobby"),
@@ -102,11 +104,10 @@ def test_bot_for_publishes_outside_hooks(chat_server):
 
     server = chat_server(Keeper())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="ops")
+    alice.subscribe("ops")
     bot = bot_for(server.thread.app, "deploy bot")
     assert isinstance(bot, Bot) and bot.name == "deploy-bot"
     sent = server.thread.call(bot.publish("ops", "v2 is out"))
-    message = alice.next_message()
-    assert (message["sender"], message["text"], message["mid"]) == (
-        "deploy-bot", "v2 is out", sent.mid)
+    message = alice.receive(timeout=WAIT)
+    assert (message.sender, message.text, message.mid) == ("deploy-bot", "v2 is out", sent.mid)
     assert published == [("deploy-bot", "v2 is out")]

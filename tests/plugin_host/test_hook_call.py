@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from quart_chat import Forbidden, Rejected, hookimpl
+from quart_chat import ChatClient, Forbidden, Rejected, hookimpl
 
-from .kit import Recorder
+from ..wsclient import Client
+from .kit import WAIT, Recorder, refusal
 
 
 class Functions:
@@ -45,14 +47,17 @@ class Functions:
 
 
 def test_hook_call_answers_with_the_first_non_none_result(chat_server):
-    """The function's value comes back as ``data`` in a result carrying the call's id."""
+    """The function's value comes back as ``data`` in a result carrying the call's id
+    (on the wire), and as the return value of ``ChatClient.call``."""
     server = chat_server(Functions())
-    alice = server.connect("alice")
-    reply = alice.request("call", method="add", params={"a": 2, "b": 3})
-    assert reply == {"type": "result", "id": reply["id"], "ok": True, "data": 5}
-    alice.send({"type": "call", "id": "echo-1", "method": "echo", "params": {"x": [1, "y"]}})
-    assert alice.reply("echo-1") == {"type": "result", "id": "echo-1", "ok": True,
-                                     "data": {"x": [1, "y"]}}
+    assert server.connect("alice").call("add", {"a": 2, "b": 3}) == 5
+    raw = Client(server.ws_url, "bob")
+    try:
+        raw.send({"type": "call", "id": "echo-1", "method": "echo", "params": {"x": [1, "y"]}})
+        assert raw.reply("echo-1") == {"type": "result", "id": "echo-1", "ok": True,
+                                       "data": {"x": [1, "y"]}}
+    finally:
+        raw.close()
 
 
 def test_hook_call_params_default_to_an_empty_object(chat_server):
@@ -60,8 +65,8 @@ def test_hook_call_params_default_to_an_empty_object(chat_server):
     plugin = Functions()
     server = chat_server(plugin)
     alice = server.connect("alice")
-    assert alice.ok("call", method="echo")["data"] == {}
-    assert alice.ok("call", method="echo", params=None)["data"] == {}
+    assert alice.call("echo") == {}
+    assert alice.request("call", method="echo", params=None)["data"] == {}
     assert plugin.seen.of("call") == [("alice", "echo", {}), ("alice", "echo", {})]
 
 
@@ -76,29 +81,31 @@ def test_hook_call_first_plugin_in_call_order_wins(chat_server):
 
     server = chat_server(Functions(), Other())
     alice = server.connect("alice")
-    assert alice.ok("call", method="add", params={"a": 1, "b": 1})["data"] == "other"
-    assert alice.ok("call", method="echo", params={"k": 1})["data"] == {"k": 1}
-    assert alice.ok("call", method="mine")["data"] == "other"
+    assert alice.call("add", {"a": 1, "b": 1}) == "other"
+    assert alice.call("echo", {"k": 1}) == {"k": 1}
+    assert alice.call("mine") == "other"
 
 
 def test_hook_call_unknown_method_when_every_plugin_returns_none(chat_server):
     """No plugin answers: error ``unknown_method``; also with no call plugin at all."""
     server = chat_server(Functions())
     alice = server.connect("alice")
-    error = alice.error("call", method="nope")
-    assert error["code"] == "unknown_method" and "nope" in error["message"]
+    error = refusal(alice.call, "nope")
+    assert error.code == "unknown_method" and "nope" in error.message
     bare = chat_server().connect("bob")
-    assert bare.error("call", method="echo")["code"] == "unknown_method"
+    assert refusal(bare.call, "echo").code == "unknown_method"
 
 
 def test_hook_call_rejected_and_forbidden_carry_the_plugins_reason(chat_server):
     """Rejected -> ``rejected``, Forbidden -> ``forbidden``, each with the message."""
     server = chat_server(Functions())
     alice = server.connect("alice")
-    refused = alice.error("call", method="refuse")
-    assert (refused["code"], refused["message"]) == ("rejected", "not on a Sunday")
-    forbidden = alice.error("call", method="forbid")
-    assert (forbidden["code"], forbidden["message"]) == ("forbidden", "staff only")
+    refused = refusal(alice.call, "refuse")
+    assert (type(refused), refused.code, refused.message) == (
+        Rejected, "rejected", "not on a Sunday")
+    forbidden = refusal(alice.call, "forbid")
+    assert (type(forbidden), forbidden.code, forbidden.message) == (
+        Forbidden, "forbidden", "staff only")
 
 
 def test_hook_call_that_raises_answers_internal_and_is_logged(chat_server, caplog):
@@ -106,9 +113,9 @@ def test_hook_call_that_raises_answers_internal_and_is_logged(chat_server, caplo
     the session goes on."""
     server = chat_server(Functions())
     alice = server.connect("alice")
-    assert alice.error("call", method="crash")["code"] == "internal"
+    assert refusal(alice.call, "crash").code == "internal"
     assert "hook call raised" in caplog.text
-    assert alice.ok("call", method="add", params={"a": 1, "b": 2})["data"] == 3
+    assert alice.call("add", {"a": 1, "b": 2}) == 3
 
 
 def test_hook_call_that_times_out_answers_internal(chat_server, caplog):
@@ -116,7 +123,7 @@ def test_hook_call_that_times_out_answers_internal(chat_server, caplog):
     server = chat_server(Functions(), hook_timeout=0.3)
     alice = server.connect("alice")
     started = time.monotonic()
-    assert alice.error("call", method="sleep", params={"seconds": 5})["code"] == "internal"
+    assert refusal(alice.call, "sleep", {"seconds": 5}).code == "internal"
     assert time.monotonic() - started < 3
     assert "hook call timed out" in caplog.text
 
@@ -130,7 +137,7 @@ def test_hook_call_answer_that_is_not_json_is_internal(chat_server, caplog):
             return object()
 
     alice = chat_server(Odd()).connect("alice")
-    assert alice.error("call", method="odd")["code"] == "internal"
+    assert refusal(alice.call, "odd").code == "internal"
     assert "answered a value JSON cannot carry" in caplog.text
 
 
@@ -139,16 +146,18 @@ def test_hook_call_slow_function_does_not_block_the_callers_other_frames(chat_se
     are answered; the slow call's result comes later with its own id."""
     plugin = Functions()
     server = chat_server(plugin, hook_timeout=20)
-    alice, bob = server.connect("alice"), server.connect("bob")
-    alice.send({"type": "call", "id": "slow", "method": "blocked"})
-    plugin.seen.wait("call")
-    started = time.monotonic()
-    assert alice.request("ping")["type"] == "result"
-    assert bob.ok("call", method="echo", params={"n": 1})["data"] == {"n": 1}
-    assert time.monotonic() - started < 2
-    plugin.release.set()
-    assert alice.reply("slow") == {"type": "result", "id": "slow", "ok": True,
-                                   "data": "released"}
+    alice, bob = server.connect("alice", timeout=WAIT), server.connect("bob")
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(alice.call, "blocked")
+        plugin.seen.wait("call")
+        started = time.monotonic()
+        alice.ping()
+        assert alice.call("echo", {"n": 1}) == {"n": 1}  # answered before the slow one
+        assert bob.call("echo", {"n": 2}) == {"n": 2}
+        assert time.monotonic() - started < 2
+        assert not slow.done()
+        plugin.release.set()
+        assert slow.result(WAIT) == "released"
 
 
 def test_hook_call_in_flight_calls_per_session_are_bounded(chat_server):
@@ -158,15 +167,14 @@ def test_hook_call_in_flight_calls_per_session_are_bounded(chat_server):
 
     plugin = Functions()
     server = chat_server(plugin, hook_timeout=20)
-    alice = server.connect("alice")
-    for n in range(MAX_CALLS_IN_FLIGHT):
-        alice.send({"type": "call", "id": n, "method": "blocked"})
-    plugin.seen.wait("call", MAX_CALLS_IN_FLIGHT)
-    assert alice.error("call", method="echo")["code"] == "rate_limited"
-    plugin.release.set()
-    assert [alice.reply(n)["data"] for n in range(MAX_CALLS_IN_FLIGHT)] == (
-        ["released"] * MAX_CALLS_IN_FLIGHT)
-    assert alice.ok("call", method="echo")["data"] == {}
+    alice = server.connect("alice", timeout=WAIT)
+    with ThreadPoolExecutor(MAX_CALLS_IN_FLIGHT) as pool:
+        running = [pool.submit(alice.call, "blocked") for _ in range(MAX_CALLS_IN_FLIGHT)]
+        plugin.seen.wait("call", MAX_CALLS_IN_FLIGHT)
+        assert refusal(alice.call, "echo").code == "rate_limited"
+        plugin.release.set()
+        assert [call.result(WAIT) for call in running] == ["released"] * MAX_CALLS_IN_FLIGHT
+    assert alice.call("echo") == {}
 
 
 @pytest.mark.parametrize(("frame", "code"), [
@@ -178,18 +186,25 @@ def test_hook_call_in_flight_calls_per_session_are_bounded(chat_server):
 ])
 def test_hook_call_malformed_frames_are_bad_frame(chat_server, frame, code):
     """A call without a valid method name, or with params that are not an object."""
-    alice = chat_server(Functions()).connect("alice")
-    alice.send(frame)
-    error = alice.reply(1)
-    assert (error["type"], error["code"]) == ("error", code)
+    alice = Client(chat_server(Functions()).ws_url, "alice")
+    try:
+        alice.send(frame)
+        error = alice.reply(1)
+        assert (error["type"], error["code"]) == ("error", code)
+    finally:
+        alice.close()
 
 
 def test_hook_call_counts_against_the_frame_rate(chat_server):
     """Calls are frames: past frame_rate (and its burst), ``rate_limited``."""
-    alice = chat_server(Functions(), frame_rate=5, max_bad_frames=1000).connect("alice")
-    for n in range(40):
-        alice.send({"type": "call", "id": n, "method": "echo"})
-    answers = [alice.recv() for _ in range(40)]  # one each; rate_limited ones have no id
+    server = chat_server(Functions(), frame_rate=5, max_bad_frames=1000)
+    alice = Client(server.ws_url, "alice")
+    try:
+        for n in range(40):
+            alice.send({"type": "call", "id": n, "method": "echo"})
+        answers = [alice.recv() for _ in range(40)]  # one each; rate_limited ones have no id
+    finally:
+        alice.close()
     codes = [frame.get("code") for frame in answers]
     assert "rate_limited" in codes and codes.count(None) >= 5
 
@@ -209,26 +224,24 @@ def test_hook_call_gets_a_bot_that_publishes_as_the_plugin(chat_server):
 
     server = chat_server(Announcer())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="news")
-    mid = alice.ok("call", method="announce", params={"channel": "news"})["data"]
-    message = alice.next_message()
-    assert (message["sender"], message["text"], message["mid"], message["bot"]) == (
+    alice.subscribe("news")
+    mid = alice.call("announce", {"channel": "news"})
+    message = alice.receive(timeout=WAIT)
+    assert (message.sender, message.text, message.mid, message.bot) == (
         "herald", "alice asks", mid, True)
 
 
 @pytest.mark.redis
 def test_hook_call_with_two_processes_on_redis(processes):
     """Each process answers its own clients' calls (``roll`` from the command bot)."""
-    from quart_chat.pytest_plugin import ChatClient
-
     env = {"QUART_CHAT_PLUGINS": "command_bot"}
     first, second = processes(env), processes(env)
     clients = [ChatClient(first.ws_url, "alice"), ChatClient(second.ws_url, "bob")]
     try:
         for client in clients:
-            data = client.ok("call", method="roll", params={"dice": "3d6"})["data"]
+            data = client.call("roll", {"dice": "3d6"})
             assert len(data["rolls"]) == 3 and data["total"] == sum(data["rolls"])
-            assert client.error("call", method="nope")["code"] == "unknown_method"
+            assert refusal(client.call, "nope").code == "unknown_method"
     finally:
         for client in clients:
             client.close()
