@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, logs, metrics, protocol, transport
+from . import logs, metrics, protocol, transport
 from .errors import ChatError, RateLimited
 from .limits import TokenBucket
 from .protocol import (
@@ -29,6 +29,7 @@ from .protocol import (
     Unsubscribe,
 )
 from .recovery import Recovery
+from .version import __version__
 
 if TYPE_CHECKING:
     from quart.wrappers import Websocket
