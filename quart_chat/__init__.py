@@ -15,9 +15,7 @@ from typing import TYPE_CHECKING, Any
 # Bound eagerly (it is light): the submodule of the same name would otherwise shadow
 # the function once anything imported quart_chat.plugin_settings first.
 from .plugin_settings import plugin_settings
-
-#: The one place the version is written (pyproject.toml reads it from here).
-__version__ = "0.1.0"
+from .version import __version__
 
 if TYPE_CHECKING:  # what mypy and IDEs see; at run time __getattr__ imports on demand
     from quart import Quart

@@ -10,13 +10,14 @@ from importlib import resources
 
 from quart import Quart, Response, jsonify, request, websocket
 
-from . import __version__, metrics, transport
+from . import metrics, transport
 from .bots import Bot
 from .config import Settings
 from .errors import HandshakeRefused
 from .handshake import admit, identify_client
 from .service import ChatService
 from .session import Session
+from .version import __version__
 
 EXTENSION = "quart_chat"
 

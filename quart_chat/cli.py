@@ -21,9 +21,9 @@ from typing import Any
 
 import click
 
-from . import __version__
 from .config import ENV_PREFIX, Settings
 from .errors import ConfigError
+from .version import __version__
 
 log = logging.getLogger("quart_chat")
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from . import __version__, logs, metrics, protocol, transport
+from . import logs, metrics, protocol, transport
 from .errors import ChatError, InternalError, RateLimited
 from .limits import TokenBucket
 from .protocol import (
@@ -32,6 +32,7 @@ from .protocol import (
     Unsubscribe,
 )
 from .recovery import Recovery
+from .version import __version__
 
 if TYPE_CHECKING:
     from quart.wrappers import Websocket

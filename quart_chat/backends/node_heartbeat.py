@@ -10,8 +10,8 @@ dies without cleaning up (SIGKILL, OOM, power loss) stops beating; after ``3/5``
 ``node_ttl`` without a beat, any surviving process takes a short lock on it and removes
 its sessions from the per-client and presence records, then (with ``join_leave``) sends
 their ``leave`` frames and calls the ``client_disconnected`` hook once for each of them
-with a :class:`LostSession` (``close_code`` 1006). So a dead node's clients vanish from ``presence`` within
-``node_ttl``.
+with a :class:`LostSession` (``close_code`` 1006). So a dead node's clients vanish
+from ``presence`` within ``node_ttl``.
 
 The ``client_disconnected`` calls for a dead node are **best-effort**: they need a
 surviving process with Redis at hand, fire on that process (not the one the client was
