@@ -115,7 +115,7 @@ def test_join_leave_frames_run_no_message_hooks_and_are_not_history():
         bob.ok("unsubscribe", channel="lobby")
         membership(alice, "leave")
         alice.ok("publish", channel="lobby", text="hello")
-        assert alice.next_message()["text"] == "hello"
+        assert alice.next("message")["text"] == "hello"
         assert hooks.filtered == hooks.published == ["hello"]
         alice.close()
         bob.close()

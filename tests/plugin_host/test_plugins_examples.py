@@ -99,34 +99,33 @@ def test_command_bot_answers_bang_roll_in_the_channel(serve):
     """``!roll`` works like ``/roll``; ``!nope`` lists the ``!`` commands."""
     server = serve(command_bot)
     alice, bob = _in_lobby(server, "alice", "bob")
-    alice.ok("publish", channel="lobby", text="!roll 3d6+1")
-    assert bob.next_message()["text"] == "!roll 3d6+1"
+    alice.publish("lobby", "!roll 3d6+1")
+    assert bob.receive(WAIT).text == "!roll 3d6+1"
     rolled = re.fullmatch(r"alice rolled 3d6\+1: (\d) \+ (\d) \+ (\d) \+ 1 = (\d+)",
-                          bob.next_message()["text"])
+                          bob.receive(WAIT).text)
     assert rolled and sum(map(int, rolled.groups()[:3])) + 1 == int(rolled[4])
-    alice.ok("publish", channel="lobby", text="!nope")
-    bob.next_message()
-    assert bob.next_message()["text"].startswith("unknown command !nope; try !help, !roll")
+    alice.publish("lobby", "!nope")
+    bob.receive(WAIT)
+    assert bob.receive(WAIT).text.startswith("unknown command !nope; try !help, !roll")
 
 
 def test_command_bot_call_roll_answers_the_caller_alone(chat_server):
     """``call roll`` answers the dice to the caller; nothing is published unless asked."""
     server = chat_server(command_bot)
     alice, bob = _in_lobby(server, "alice", "bob")
-    data = alice.ok("call", method="roll", params={"dice": "4d8-2"})["data"]
+    data = alice.call("roll", {"dice": "4d8-2"})
     assert data["dice"] == "4d8-2" and len(data["rolls"]) == 4 and data["bonus"] == -2
     assert all(1 <= n <= 8 for n in data["rolls"])
     assert data["total"] == sum(data["rolls"]) - 2
-    assert len(alice.ok("call", method="roll")["data"]["rolls"]) == 1  # 1d6 by default
-    refused = alice.error("call", method="roll", params={"dice": "lots"})
-    assert refused["code"] == "rejected" and "try 2d6" in refused["message"]
-    assert alice.error("call", method="roll", params={"dice": "1000d6"})["code"] == "rejected"
-    data = alice.ok("call", method="roll",
-                    params={"dice": "2d6", "announce": True, "channel": "lobby"})["data"]
-    message = bob.next_message()  # the first message bob sees: nothing before was posted
-    assert (message["sender"], message["bot"]) == ("bot", True)
-    assert message["text"].startswith("alice rolled 2d6: ")
-    assert message["text"].endswith(f"= {data['total']}")
+    assert len(alice.call("roll")["rolls"]) == 1  # 1d6 by default
+    refused = refusal(alice.call, "roll", {"dice": "lots"})
+    assert refused.code == "rejected" and "try 2d6" in refused.message
+    assert refusal(alice.call, "roll", {"dice": "1000d6"}).code == "rejected"
+    data = alice.call("roll", {"dice": "2d6", "announce": True, "channel": "lobby"})
+    message = bob.receive(WAIT)  # the first message bob sees: nothing before was posted
+    assert (message.sender, message.bot) == ("bot", True)
+    assert message.text.startswith("alice rolled 2d6: ")
+    assert message.text.endswith(f"= {data['total']}")
 
 
 def test_command_bot_explains_unknown_commands_and_bad_dice(serve):
@@ -185,22 +184,22 @@ def test_greeter_says_who_is_here_and_who_left(serve):
     but not while the client is still there from another session."""
     server = serve(greeter)
     alice, bob = server.connect("alice"), server.connect("bob")
-    alice.ok("subscribe", channel="lobby")
-    assert alice.next_message()["text"] == "welcome to lobby, alice! here: alice"
-    bob.ok("subscribe", channel="lobby")
-    assert alice.next_message()["text"] == "welcome to lobby, bob! here: alice, bob"
-    bob.ok("unsubscribe", channel="lobby")
-    assert alice.next_message()["text"] == "bob left #lobby"
+    alice.subscribe("lobby")
+    assert alice.receive(WAIT).text == "welcome to lobby, alice! here: alice"
+    bob.subscribe("lobby")
+    assert alice.receive(WAIT).text == "welcome to lobby, bob! here: alice, bob"
+    bob.unsubscribe("lobby")
+    assert alice.receive(WAIT).text == "bob left #lobby"
     tab1, tab2 = server.connect("carol"), server.connect("carol")
     for tab in (tab1, tab2):
-        tab.ok("subscribe", channel="lobby")
-        assert alice.next_message()["sender"] == "greeter"
+        tab.subscribe("lobby")
+        assert alice.receive(WAIT).sender == "greeter"
     tab1.close()
-    alice.ok("publish", channel="lobby", text="marker")
-    assert alice.next_message()["text"] == "marker"  # carol is still here: no goodbye
+    alice.publish("lobby", "marker")
+    assert alice.receive(WAIT).text == "marker"  # carol is still here: no goodbye
     tab2.close()
-    goodbye = alice.next_message()
-    assert (goodbye["sender"], goodbye["text"]) == ("greeter", "carol left #lobby")
+    goodbye = alice.receive(WAIT)
+    assert (goodbye.sender, goodbye.text) == ("greeter", "carol left #lobby")
 
 
 # -- persistence: both plugins keep the same promises ----------------------------------------

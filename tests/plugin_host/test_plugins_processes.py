@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import queue
 import signal
 
 import pytest
@@ -61,19 +62,23 @@ def test_greeter_says_goodbye_for_the_clients_of_a_killed_process(processes):
            "QUART_CHAT_NODE_TTL": "2"}
     survivor, doomed = processes(env), processes(env)
     alice = ChatClient(survivor.ws_url, "alice")
-    bob = ChatClient(doomed.ws_url, "bob")
+    bob = ChatClient(doomed.ws_url, "bob", reconnect=False)
+    frames: queue.Queue[dict[str, str]] = queue.Queue()
+    alice.on_presence(frames.put)
     try:
-        alice.ok("subscribe", channel="lobby")
-        assert alice.next_message()["text"] == "welcome to lobby, alice! here: alice"
-        bob.ok("subscribe", channel="lobby")
-        assert alice.next_message()["text"] == "welcome to lobby, bob! here: alice, bob"
-        assert alice.next("join")["client_id"] == "alice"
-        assert alice.next("join")["client_id"] == "bob"
+        alice.subscribe("lobby")
+        assert alice.receive(WAIT).text == "welcome to lobby, alice! here: alice"
+        bob.subscribe("lobby")
+        assert alice.receive(WAIT).text == "welcome to lobby, bob! here: alice, bob"
+        joins = [frames.get(timeout=WAIT) for _ in range(2)]
+        assert [(f["type"], f["client_id"]) for f in joins] == [("join", "alice"),
+                                                                  ("join", "bob")]
         doomed.stop(signal.SIGKILL)
-        leave = alice.next("leave")
-        assert (leave["client_id"], leave["session"]) == ("bob", bob.welcome["session"])
-        goodbye = alice.next_message()
-        assert (goodbye["sender"], goodbye["text"]) == ("greeter", "bob left #lobby")
+        leave = frames.get(timeout=WAIT)
+        assert (leave["type"], leave["client_id"], leave["session"]) == (
+            "leave", "bob", bob.session_id)
+        goodbye = alice.receive(WAIT)
+        assert (goodbye.sender, goodbye.text) == ("greeter", "bob left #lobby")
     finally:
         alice.close()
         bob.close()
