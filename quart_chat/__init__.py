@@ -15,14 +15,12 @@ from typing import TYPE_CHECKING, Any
 # Bound eagerly (it is light): the submodule of the same name would otherwise shadow
 # the function once anything imported quart_chat.plugin_settings first.
 from .plugin_settings import plugin_settings
-
-#: The one place the version is written (pyproject.toml reads it from here).
-__version__ = "0.1.0"
+from .version import __version__
 
 if TYPE_CHECKING:  # what mypy and IDEs see; at run time __getattr__ imports on demand
     from quart import Quart
 
-    from .app import chat_service
+    from .app import bot_for, chat_service
     from .backends import redis_client
     from .backends.keys import channel_key
     from .bots import Bot
@@ -50,6 +48,7 @@ _EXPORTS = {
     "Session": "session",
     "Settings": "config",
     "Unavailable": "errors",
+    "bot_for": "app",
     "channel_key": "backends.keys",
     "chat_service": "app",
     "hookimpl": "hookspecs",
@@ -74,6 +73,7 @@ __all__ = [
     "Settings",
     "Unavailable",
     "__version__",
+    "bot_for",
     "channel_key",
     "chat_service",
     "create_app",

@@ -10,12 +10,14 @@ from importlib import resources
 
 from quart import Quart, Response, jsonify, request, websocket
 
-from . import __version__, api, metrics, transport, triggers
+from . import api, metrics, transport, triggers
+from .bots import Bot
 from .config import Settings
 from .errors import HandshakeRefused
 from .handshake import admit, identify_client
 from .service import ChatService
 from .session import Session
+from .version import __version__
 
 EXTENSION = "quart_chat"
 
@@ -109,3 +111,10 @@ def chat_service(app: Quart) -> ChatService:
     """The :class:`ChatService` of an app made by :func:`create_app`."""
     service: ChatService = app.extensions[EXTENSION]
     return service
+
+
+def bot_for(app: Quart, name: str) -> Bot:
+    """A bot publishing as ``name`` on ``app``'s server, for code outside hooks: an HTTP
+    route, a background task, a notebook. ``await bot_for(app, "deploys").publish(
+    "ops", "v2 is out")``; the message runs through filters and ``message_published``."""
+    return chat_service(app).bot(name)

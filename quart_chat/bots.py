@@ -15,7 +15,12 @@ if TYPE_CHECKING:
 def bot_name(plugin: object, plugin_name: str) -> str:
     """The sender name of a plugin's bot: its ``BOT_NAME`` or its plugin name, cleaned."""
     name = getattr(plugin, "BOT_NAME", None) or plugin_name.split(" ")[0].rsplit(".", 1)[-1]
-    return re.sub(r"[^A-Za-z0-9_.\-]", "-", str(name))[:64] or "bot"
+    return clean_name(str(name))
+
+
+def clean_name(name: str) -> str:
+    """``name`` as a valid sender (client id) name: other characters become ``-``."""
+    return re.sub(r"[^A-Za-z0-9_.\-]", "-", name)[:64] or "bot"
 
 
 class Bot:

@@ -22,9 +22,9 @@ from typing import Any
 
 import click
 
-from . import __version__
 from .config import ENV_PREFIX, Settings
 from .errors import ConfigError
+from .version import __version__
 
 log = logging.getLogger("quart_chat")
 
@@ -44,11 +44,13 @@ def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
         base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
         kind = str if multiple else {int: int, float: float}.get(base, str)
         default = field.default if not multiple else ",".join(field.default)
+        if base is bool:
+            default = str(field.default).lower()
         env = ENV_PREFIX + field.name.upper()
         text = f"{docs.get(field.name, '')} [env {env}; default {default or 'unset'}]"
-        if base is bool:  # a flag: given means true; absent leaves the environment's value
-            command = click.option(*flags, field.name, is_flag=True, default=None,
-                                   help=text)(command)
+        if base is bool:  # a switch (--require-exp / --no-require-exp); absent: the environment
+            flags = (f"{flags[0]}/--no-{flags[0][2:]}",)
+            command = click.option(*flags, field.name, default=None, help=text)(command)
             continue
         command = click.option(*flags, field.name, type=kind, multiple=multiple, default=None,
                                help=text)(command)

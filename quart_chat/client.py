@@ -8,6 +8,7 @@
         alice.subscribe("lobby")
         alice.publish("lobby", "hi")
         print(alice.receive(timeout=5).text)
+        print(alice.call("roll", {"dice": "2d6"}))  # a plugin function's answer
 
 One background thread per client reads the socket: it answers requests (matched by
 request id), keeps received messages for :meth:`ChatClient.receive`, and reconnects
@@ -286,6 +287,18 @@ class ChatClient:
             fields["before"] = before
         reply = self.request("history", timeout=timeout, **fields)
         return [msgspec.convert(item, Message) for item in reply["messages"]]
+
+    def call(self, method: str, params: dict[str, Any] | None = None, *,
+             timeout: float | None = None) -> Any:
+        """Run the server's plugin function ``method`` with ``params``; its answer.
+
+        Raises :class:`ChatError` with the server's code: ``unknown_method`` when no
+        plugin answers, ``rejected`` or ``forbidden`` with the plugin's reason.
+        """
+        fields: dict[str, Any] = {"method": method}
+        if params is not None:
+            fields["params"] = params
+        return self.request("call", timeout=timeout, **fields)["data"]
 
     def ping(self, *, timeout: float | None = None) -> float:
         """Round-trip time to the server, in seconds."""

@@ -48,6 +48,9 @@ class Settings:
     #: HMAC secret for client tokens; with no token key at all (secret, public key,
     #: JWKS), development mode: a plain ``client_id`` is accepted.
     jwt_secret: str | None = None
+    #: Send ``join`` / ``leave`` frames to a channel's subscribers when a session
+    #: subscribes, unsubscribes or ends (also when its process dies), across processes.
+    join_leave: bool = False
     #: Namespace for every Redis key and pub/sub channel this server uses.
     key_prefix: str = "quart-chat"
     #: Log line format: ``text`` (human-readable) or ``json`` (one JSON object per line).
@@ -175,10 +178,6 @@ class Settings:
             )
 
 
-_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
-             "0": False, "false": False, "no": False, "off": False}
-
-
 def _env(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
@@ -197,11 +196,22 @@ def _convert(name: str, hint: Any, value: Any) -> Any:
     if not isinstance(value, str):
         return value
     if hint is bool:
-        if value.strip().lower() not in _BOOLEANS:
-            raise ConfigError(f"{_env(name)}: expected true or false, got {value!r}")
-        return _BOOLEANS[value.strip().lower()]
+        return parse_bool(_env(name), value)
     try:
         return hint(value)
     except ValueError:
         kind = {int: "an integer", float: "a number"}.get(hint, hint.__name__)
         raise ConfigError(f"{_env(name)}: expected {kind}, got {value!r}") from None
+
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def parse_bool(variable: str, value: str) -> bool:
+    """An environment switch (server or plugin setting): ``true``/``false``, also 1/0,
+    yes/no, on/off; empty is false. Anything else names ``variable`` in the error."""
+    lowered = value.strip().lower()
+    if lowered in _TRUE or lowered in _FALSE:
+        return lowered in _TRUE
+    raise ConfigError(f"{variable}: expected true or false, got {value!r}")

@@ -46,10 +46,6 @@ class UnknownType(ChatError):
     code = "unknown_type"
 
 
-class UnknownMethod(ChatError):
-    code = "unknown_method"
-
-
 class InvalidChannel(ChatError):
     code = "invalid_channel"
 
@@ -78,6 +74,13 @@ class Rejected(ChatError):
     """Raise from ``filter_message`` to stop a message; the sender sees the reason."""
 
     code = "rejected"
+
+
+class UnknownMethod(ChatError):
+    """No plugin answered a ``call`` for this method (every ``call`` hook returned None),
+    or the server API has no such method."""
+
+    code = "unknown_method"
 
 
 class HistoryUnavailable(ChatError):

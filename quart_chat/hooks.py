@@ -172,6 +172,14 @@ class Hooks:
         return [(impl.plugin_name, bot_name(impl.plugin, impl.plugin_name), entry)
                 for impl in self._impls("register_timers") for entry in _declared(impl, {})]
 
+    # -- functions: first non-None wins ------------------------------------------------
+
+    async def call(self, session: Session, method: str, params: dict[str, Any]) -> Any:
+        """The first non-None answer of a plugin function for ``method`` (each plugin
+        with its own bot); None when no plugin has one. ``Rejected``/``Forbidden`` pass
+        through; other failures raise :class:`HookFailed`."""
+        return await self._first("call", session=session, method=method, params=params)
+
     # -- the machinery -----------------------------------------------------------------
 
     def _impls(self, hook_name: str) -> Iterator[pluggy.HookImpl]:
@@ -181,7 +189,7 @@ class Hooks:
 
     async def _first(self, hook_name: str, **kwargs: Any) -> Any:
         for impl in self._impls(hook_name):
-            value = await self._call(impl, hook_name, kwargs)
+            value = await self._call(impl, hook_name, self._with_bot(impl, kwargs))
             if value is not None:
                 return value
         return None
@@ -189,12 +197,15 @@ class Hooks:
     async def _all(self, hook_name: str, trigger: Message | None = None, **kwargs: Any) -> None:
         """Every implementation, each given its own ``bot`` if it asks; failures logged."""
         for impl in self._impls(hook_name):
-            args = kwargs
-            if "bot" in impl.argnames:
-                bot = self._new_bot(bot_name(impl.plugin, impl.plugin_name), trigger)
-                args = {**kwargs, "bot": bot}
             with contextlib.suppress(Exception):  # logged by _call
-                await self._call(impl, hook_name, args)
+                await self._call(impl, hook_name, self._with_bot(impl, kwargs, trigger))
+
+    def _with_bot(self, impl: pluggy.HookImpl, kwargs: dict[str, Any],
+                  trigger: Message | None = None) -> dict[str, Any]:
+        """``kwargs``, plus the plugin's own ``bot`` when the implementation asks for one."""
+        if "bot" not in impl.argnames:
+            return kwargs
+        return {**kwargs, "bot": self._new_bot(bot_name(impl.plugin, impl.plugin_name), trigger)}
 
     async def _call(self, impl: pluggy.HookImpl, hook_name: str, kwargs: dict[str, Any]) -> Any:
         """One implementation, awaited with the timeout; failures become HookFailed."""

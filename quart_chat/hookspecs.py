@@ -17,7 +17,7 @@ the ones it names), so ``def authorize(action, channel)`` is fine.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, TypeVar, Union
+from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 import pluggy
 
@@ -84,21 +84,24 @@ def authenticate(request: Websocket) -> MaybeAwaitable[str | None]:
 
 
 @hookspec
-def client_connected(session: Session) -> MaybeAwaitable[None]:
+def client_connected(session: Session, bot: Bot) -> MaybeAwaitable[None]:
     """A session was accepted (``session.client_id``, ``session.id``).
 
     Runs after the welcome frame was queued. Every implementation runs, in pluggy's call
-    order; return values are ignored and failures are logged. ``async def`` is allowed.
-    Use it for greetings, audit and presence side effects.
+    order, each with its own ``bot`` (publishing as the plugin); return values are
+    ignored and failures are logged. ``async def`` is allowed. Use it for greetings,
+    audit and presence side effects.
     """
 
 
 @hookspec
-def client_disconnected(session: Session) -> MaybeAwaitable[None]:
+def client_disconnected(session: Session, bot: Bot) -> MaybeAwaitable[None]:
     """A session ended, for any reason (client left, slow consumer, shutdown).
 
-    Runs after the session was removed from every channel. Every implementation runs;
-    return values are ignored and failures are logged. ``async def`` is allowed.
+    Runs after the session was removed from every channel; ``session.channels`` still
+    names the channels it was in, so ``bot`` (publishing as this plugin) can say goodbye
+    there. Every implementation runs, each with its own ``bot``; return values are
+    ignored and failures are logged. ``async def`` is allowed.
     ``session.close_code`` tells why it ended. With Redis, a session of a server
     process that died is announced once by a surviving process, as a ``LostSession``
     (same ``id``, ``client_id``, ``channels``; ``close_code`` 1006; ``lost`` True).
@@ -129,11 +132,11 @@ def client_subscribed(session: Session, channel: str, bot: Bot) -> MaybeAwaitabl
 
 
 @hookspec
-def client_unsubscribed(session: Session, channel: str) -> MaybeAwaitable[None]:
+def client_unsubscribed(session: Session, channel: str, bot: Bot) -> MaybeAwaitable[None]:
     """``session`` has left ``channel`` (by ``unsubscribe``, not by disconnecting).
 
-    Every implementation runs; return values are ignored and failures are logged.
-    ``async def`` is allowed.
+    Every implementation runs, each with its own ``bot`` (publishing as the plugin);
+    return values are ignored and failures are logged. ``async def`` is allowed.
     """
 
 
@@ -243,4 +246,27 @@ def register_timers() -> list[TimerEntry] | None:
 
     Every implementation's timers run. Must be a plain ``def``; a wrong shape or an
     exception stops startup with the plugin's name.
+    """
+
+
+# -- functions ---------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def call(session: Session, method: str, params: dict[str, Any], bot: Bot) -> MaybeAwaitable[Any]:
+    """Answer a client's ``call`` frame: run the function named ``method``.
+
+    ``params`` is the frame's JSON object (``{}`` when absent); ``session`` is the caller.
+    Return any JSON-encodable value to answer (the client gets
+    ``{"type": "result", "id": ..., "ok": true, "data": value}``), or ``None`` when this
+    plugin has no function called ``method``. First non-None result wins (the plugins
+    after it are not asked); when every implementation returns None the client gets
+    error ``unknown_method``. Raise :class:`quart_chat.Rejected` (``rejected``) or
+    :class:`quart_chat.Forbidden` (``forbidden``) to refuse with your reason; any other
+    exception, or running past ``hook_timeout``, answers ``internal`` and is logged.
+    ``bot`` publishes as this plugin.
+
+    Each call runs in its own task, so a slow function never holds up the caller's other
+    frames nor other clients; ``async def`` is the way to wait on I/O (a sync function
+    runs on the event loop and must be quick).
     """

@@ -24,12 +24,10 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from .config import parse_bool
 from .errors import ConfigError
 
 PLUGIN_ENV_PREFIX = "QUART_CHAT_PLUGIN_"
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
 
 
 def env_name(plugin: str, key: str) -> str:
@@ -89,12 +87,7 @@ def plugin_settings(
 
 def _convert(name: str, default: Any, raw: str) -> Any:
     if isinstance(default, bool):
-        lowered = raw.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+        return parse_bool(name, raw)
     if isinstance(default, tuple):
         return tuple(item.strip() for item in raw.split(",") if item.strip())
     if isinstance(default, (int, float)):

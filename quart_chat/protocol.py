@@ -90,7 +90,14 @@ class Ping(_Frame, tag="ping"):
     pass
 
 
-ClientFrame = Subscribe | Unsubscribe | Publish | Channels | Presence | History | Ping
+class Call(_Frame, tag="call"):
+    """Run the plugin functions for ``method`` (the ``call`` hook); ``params`` any object."""
+
+    method: str
+    params: dict[str, Any] | None = None
+
+
+ClientFrame = Subscribe | Unsubscribe | Publish | Channels | Presence | History | Ping | Call
 FRAME_TYPES = frozenset(
     frame.__struct_config__.tag for frame in ClientFrame.__args__
 )
@@ -161,6 +168,13 @@ def check_channel(channel: str) -> str:
     return channel
 
 
+def check_method(method: str) -> str:
+    """Return ``method`` if it is a valid function name (the channel-name rules)."""
+    if CHANNEL_PATTERN.fullmatch(method) is None:
+        raise BadFrame(f"invalid method {method[:140]!r}: use 1-128 of A-Z a-z 0-9 _ . : -")
+    return method
+
+
 def is_valid_client_id(client_id: str) -> bool:
     return CLIENT_ID_PATTERN.fullmatch(client_id) is not None
 
@@ -177,6 +191,12 @@ def encode_message(message: Message) -> bytes:
 
 def decode_message(payload: bytes | str) -> Message:
     return msgspec.json.decode(payload, type=Message)
+
+
+def membership(kind: str, channel: str, client_id: str, session_id: str) -> bytes:
+    """A ``join`` or ``leave`` frame, encoded for the broker like a message."""
+    return _encoder.encode({"type": kind, "channel": channel, "client_id": client_id,
+                            "session": session_id})
 
 
 def encode(frame: dict[str, Any]) -> str:

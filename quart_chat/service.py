@@ -15,15 +15,16 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, metrics, protocol
+from . import metrics, protocol
 from .backends import open_backend
 from .backends.base import restore_records
-from .bots import Bot
+from .bots import Bot, clean_name
 from .config import Settings
 from .control import Control
 from .errors import (
     AlreadySubscribed,
     BadFrame,
+    ChatError,
     Forbidden,
     HistoryUnavailable,
     NotSubscribed,
@@ -36,6 +37,7 @@ from .hooks import Hooks
 from .hub import Hub
 from .plugins import make_plugin_manager
 from .protocol import Message, RequestId, check_channel
+from .version import __version__
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -131,9 +133,10 @@ class ChatService:
         await self.hooks.client_connected(session)
 
     async def session_leaving(self, session: Session) -> None:
-        """Take the session out of every channel and the store (best effort)."""
+        """Take the session out of every channel and the store (best effort), and tell
+        the channels (join/leave). ``session.channels`` is kept: ``client_disconnected``
+        hooks read where the session was."""
         channels = sorted(session.channels)
-        session.channels.clear()
         try:
             for channel in channels:
                 await self.hub.leave(session, channel)
@@ -146,6 +149,7 @@ class ChatService:
         except Exception:
             session.records_left = True
             log.warning("session %s: cleanup incomplete", session.id, exc_info=True)
+        await self.membership("leave", channels, session.client_id, session.id)
 
     async def session_closed(self, session: Session) -> None:
         """Run ``client_disconnected`` for a session that has ended."""
@@ -183,6 +187,7 @@ class ChatService:
             session.deliver(protocol.result(request_id))
         else:
             await self._recover(session, request_id, channel, since)
+        await self.membership("join", (channel,), session.client_id, session.id)
         await self.hooks.client_subscribed(session, channel)
 
     async def _join(self, session: Session, channel: str) -> None:
@@ -233,6 +238,7 @@ class ChatService:
             leaving = [channel]
         for name in leaving:
             await self._leave(session, name)
+        await self.membership("leave", leaving, session.client_id, session.id)
         for name in leaving:
             await self.hooks.client_unsubscribed(session, name)
         return sorted(session.channels)
@@ -279,6 +285,17 @@ class ChatService:
             raise HistoryUnavailable("no plugin keeps history for this channel")
         return messages[:limit]
 
+    async def call(self, session: Session, method: str, params: dict[str, Any]) -> Any:
+        """A client's ``call``: the answer of the first plugin function for ``method``.
+
+        Raises :class:`UnknownMethod` when no plugin answers; ``Rejected``/``Forbidden``
+        from a plugin reach the caller as they are, other failures as ``internal``.
+        """
+        value = await self.hooks.call(session, method, params)
+        if value is None:
+            raise UnknownMethod(f"no function answers {method!r}")
+        return value
+
     async def _authorize(self, session: Session, action: str, channel: str) -> None:
         """The token's ``channels`` claim, then the ``authorize`` hook; raise Forbidden."""
         if session.allowed_channels is not None and not channel_allowed(
@@ -324,6 +341,34 @@ class ChatService:
         finally:
             backlog.open = False
             _announcing.reset(token)
+
+    def bot(self, name: str) -> Bot:
+        """A bot publishing as ``name``, for code outside hooks (routes, tasks, notebooks).
+
+        Its messages go through ``filter_message`` and ``message_published`` like every
+        bot's. ``name`` is cleaned into a valid sender name.
+        """
+        return Bot(self, clean_name(name))
+
+    async def membership(self, kind: str, channels: Iterable[str], client_id: str,
+                         session_id: str) -> None:
+        """Tell the subscribers of ``channels``, on every process, that a session
+        ``"join"``-ed or ``"leave"``-s them (when ``join_leave`` is on).
+
+        The frame travels through the broker like a message but is not one: no filters,
+        no ``message_published``, so history plugins never store it. Best effort: an
+        unreachable broker is logged and the subscribe, unsubscribe or close that caused
+        it goes on.
+        """
+        if not self.settings.join_leave:
+            return
+        for channel in channels:
+            try:
+                await self.broker.publish(
+                    channel, protocol.membership(kind, channel, client_id, session_id))
+            except ChatError as exc:
+                log.warning("could not send %s of session %s in %s: %s",
+                            kind, session_id, channel, exc)
 
     def _on_gap(self, channels: Collection[str]) -> None:
         """The broker reconnected: warn subscribers and restore this process's records
@@ -381,6 +426,7 @@ class ChatService:
             if session not in self.sessions:  # it ended meanwhile: its cleanup is past
                 await self._leave(session, channel)
                 continue
+            await self.membership("join", (channel,), session.client_id, session.id)
             await self.hooks.client_subscribed(session, channel)
             joined += 1
         return {"sessions": joined}
@@ -390,6 +436,7 @@ class ChatService:
         sessions = [s for s in self._sessions_of(client_id) if channel in s.channels]
         for session in sessions:
             await self._leave(session, channel)
+            await self.membership("leave", (channel,), session.client_id, session.id)
             await self.hooks.client_unsubscribed(session, channel)
         return {"sessions": len(sessions)}
 

@@ -14,10 +14,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, logs, metrics, protocol, transport
-from .errors import ChatError, RateLimited
+import msgspec
+
+from . import logs, metrics, protocol, transport
+from .errors import ChatError, InternalError, RateLimited
 from .limits import TokenBucket
 from .protocol import (
+    Call,
     Channels,
     ClientFrame,
     FrameError,
@@ -29,6 +32,7 @@ from .protocol import (
     Unsubscribe,
 )
 from .recovery import Recovery
+from .version import __version__
 
 if TYPE_CHECKING:
     from quart.wrappers import Websocket
@@ -47,8 +51,12 @@ CLOSE_TIMEOUT = 1.0
 SEND_BURST = 64
 #: Most event-loop turns a coalescing (``?batch=1``) sender waits for more frames.
 COALESCE_TURNS = 8
+#: Most ``call`` frames one session may have running at once; one more is answered
+#: ``rate_limited``. Each runs in its own task, so this bounds what a client can start.
+MAX_CALLS_IN_FLIGHT = 16
 
 _ANSWERED = object()  # a handler that queued its own result frame returns this
+_DEFERRED = object()  # a handler whose task will answer later (a ``call``) returns this
 
 
 class Session:
@@ -93,6 +101,8 @@ class Session:
         self._last_frame = time.monotonic()
         #: Recovery's ordering state; made by the first ``subscribe`` with ``since``.
         self.recovery: Recovery | None = None
+        #: Running ``call`` tasks (at most MAX_CALLS_IN_FLIGHT); cancelled when it ends.
+        self._calls: set[asyncio.Task[None]] = set()
         self._handlers: dict[type[ClientFrame], Callable[[Any], Awaitable[Any]]] = {
             Subscribe: self._subscribe,
             Unsubscribe: self._unsubscribe,
@@ -101,6 +111,7 @@ class Session:
             Presence: self._presence,
             History: self._history,
             Ping: self._ping,
+            Call: self._call,
         }
 
     def __repr__(self) -> str:
@@ -192,7 +203,10 @@ class Session:
             await asyncio.shield(self._cleanup_task)
 
     async def _cleanup(self, tasks: list[asyncio.Future[Any]]) -> None:
-        await asyncio.gather(*tasks, return_exceptions=True)
+        calls = list(self._calls)
+        for call in calls:
+            call.cancel()  # nobody is left to read the answer
+        await asyncio.gather(*tasks, *calls, return_exceptions=True)
         await self._finish()
 
     async def _finish(self) -> None:
@@ -291,6 +305,8 @@ class Session:
             metrics.frame_in(frame)
             try:
                 fields = await self._handlers[type(frame)](frame)
+                if fields is _DEFERRED:
+                    continue
             except ChatError as exc:
                 self._fail(frame.id, exc)
                 continue
@@ -333,6 +349,39 @@ class Session:
 
     async def _ping(self, frame: Ping) -> dict[str, Any]:
         return {"ts": time.time()}
+
+    async def _call(self, frame: Call) -> object:
+        """Start the ``call`` in its own task: a slow function must not hold up this
+        socket's other frames (they are answered meanwhile, out of order)."""
+        method = protocol.check_method(frame.method)
+        if len(self._calls) >= MAX_CALLS_IN_FLIGHT:
+            raise RateLimited(f"more than {MAX_CALLS_IN_FLIGHT} calls running; wait for "
+                              "a result before calling again")
+        task = asyncio.create_task(self._answer_call(frame.id, method, frame.params or {}),
+                                   name=f"call {method} {self.id}")
+        self._calls.add(task)
+        task.add_done_callback(self._calls.discard)
+        return _DEFERRED
+
+    async def _answer_call(self, request_id: protocol.RequestId, method: str,
+                           params: dict[str, Any]) -> None:
+        try:
+            data = await self._service.call(self, method, params)
+            try:
+                frame = protocol.result(request_id, {"data": data})
+            except (TypeError, msgspec.EncodeError) as exc:
+                log.error("session %s: call %s answered a value JSON cannot carry: %s",
+                          self.id, method, exc)
+                raise InternalError(f"the answer of {method!r} is not JSON") from None
+        except ChatError as exc:
+            self._fail(request_id, exc)
+            return
+        except Exception:
+            log.exception("session %s: call %s failed", self.id, method)
+            self._fail(request_id, ChatError("internal server error"))
+            return
+        metrics.result_sent()
+        self.deliver(frame)
 
     # -- dead peers ----------------------------------------------------------------------
 

@@ -8,10 +8,11 @@ import subprocess
 import sys
 import time
 
+import click
 import pytest
 from click.testing import CliRunner
 
-from quart_chat.cli import main
+from quart_chat.cli import _setting_options, main, settings_from
 from quart_chat.protocol import CLOSE_GOING_AWAY
 from quart_chat.testing import LOOPBACK, ServerProcess, free_port, wait_for_health
 
@@ -25,6 +26,28 @@ def test_serve_help_lists_every_setting_with_its_variable():
                  "--jwt-secret", "--allowed-origins"):
         assert flag in result.output
     assert "QUART_CHAT_REDIS_URL" in result.output
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    ([], {}, (False, False)),
+    (["--join-leave", "--require-exp"], {}, (True, True)),
+    ([], {"QUART_CHAT_JOIN_LEAVE": "yes", "QUART_CHAT_REQUIRE_EXP": "1"}, (True, True)),
+    (["--no-join-leave"], {"QUART_CHAT_JOIN_LEAVE": "true"}, (False, False)),
+    (["--no-require-exp"], {"QUART_CHAT_REQUIRE_EXP": "true"}, (False, False)),
+])
+def test_boolean_settings_are_switches_that_override_the_environment(args, env, expected):
+    """Every boolean setting is ``--name/--no-name``; absent, the environment decides."""
+    seen = []
+
+    @click.command()
+    @_setting_options
+    def probe(**options):
+        seen.append(settings_from(options))
+
+    environ = {"QUART_CHAT_JOIN_LEAVE": "", "QUART_CHAT_REQUIRE_EXP": "", **env}
+    result = CliRunner().invoke(probe, args, env=environ)
+    assert result.exit_code == 0, result.output
+    assert (seen[0].join_leave, seen[0].require_exp) == expected
 
 
 def test_several_workers_with_the_embedded_broker_are_refused():

@@ -137,6 +137,31 @@ def test_history_returns_messages_newest_first_and_pages() -> None:
         assert [m.text for m in older] == ["m1", "m0"]
 
 
+class Functions:
+    """A plugin function for the client's ``call``: ``add`` sums, ``odd`` refuses evens."""
+
+    @hookimpl
+    def call(self, method: str, params: dict[str, Any]) -> Any:
+        if method == "add":
+            return {"sum": params["a"] + params["b"]}
+        if method == "odd":
+            if params.get("n", 0) % 2 == 0:
+                raise Rejected("not odd")
+            return True
+        return None
+
+
+def test_call_returns_the_functions_answer_and_raises_its_refusal() -> None:
+    with serve(None, Functions()) as server, ChatClient(server.ws_url, "alice") as alice:
+        assert alice.call("add", {"a": 2, "b": 3}) == {"sum": 5}
+        assert alice.call("odd", {"n": 3}) is True
+        with pytest.raises(Rejected, match="not odd"):
+            alice.call("odd")  # params omitted: the function sees {}
+        with pytest.raises(ChatError) as caught:
+            alice.call("nope", {"x": 1})
+        assert caught.value.code == "unknown_method"
+
+
 def test_requests_are_matched_by_id_across_threads(chat: OpenClient) -> None:
     """Many threads share one client; each gets its own reply, not a neighbour's."""
     alice = chat("alice")
@@ -202,6 +227,7 @@ ERROR_CASES: dict[str, Callable[[ChatClient], object]] = {
     "history_unavailable": lambda c: c.history("lobby"),
     "bad_frame": lambda c: c.history("lobby", limit=0),
     "unknown_type": lambda c: c.request("shout"),
+    "unknown_method": lambda c: c.call("nothing.answers"),
 }
 
 

@@ -8,10 +8,10 @@ score = last heartbeat, Redis server time) every ``node_ttl / 5`` seconds and li
 live sessions in ``P:node:<node_id>`` (a hash session id -> client id). A process that
 dies without cleaning up (SIGKILL, OOM, power loss) stops beating; after ``3/5`` of
 ``node_ttl`` without a beat, any surviving process takes a short lock on it and removes
-its sessions from the per-client and presence records, then calls the
-``client_disconnected`` hook once for each of them with a :class:`LostSession`
-(``close_code`` 1006). So a dead node's clients vanish from ``presence`` within
-``node_ttl``.
+its sessions from the per-client and presence records, then (with ``join_leave``) sends
+their ``leave`` frames and calls the ``client_disconnected`` hook once for each of them
+with a :class:`LostSession` (``close_code`` 1006). So a dead node's clients vanish
+from ``presence`` within ``node_ttl``.
 
 The ``client_disconnected`` calls for a dead node are **best-effort**: they need a
 surviving process with Redis at hand, fire on that process (not the one the client was
@@ -270,6 +270,9 @@ class NodeHeartbeat:
                         node_id, len(lost))
         self.reaped += len(lost)
         for session in lost:
+            # join/leave (issue 15): subscribers hear that a dead process's sessions left
+            await self._service.membership("leave", sorted(session.channels),
+                                           session.client_id, session.id)
             await self._service.hooks.client_disconnected(session)
         return len(lost)
 

@@ -131,7 +131,7 @@
     state.pending.clear();
     for (const channel of state.channels.values()) {
       channel.subscribed = false;
-      channel.members = [];
+      forgetMembers(channel);
     }
     renderMembers();
     if (!state.everWelcomed) {
@@ -209,6 +209,38 @@
     message(frame) {
       addMessages(frame.channel, [frame]);
     },
+    // join/leave: sent when the server runs with QUART_CHAT_JOIN_LEAVE; they keep the
+    // member list live (without them it is refreshed by polling presence).
+    join(frame) {
+      const channel = state.channels.get(frame.channel);
+      if (!channel) return;
+      const name = String(frame.client_id);
+      const sessions = channel.sessions.get(name) || new Set();
+      sessions.add(String(frame.session));
+      channel.sessions.set(name, sessions);
+      if (!channel.members.includes(name)) {
+        channel.members = [...channel.members, name].sort();
+        if (channel.name === state.current) renderMembers();
+      }
+    },
+    leave(frame) {
+      const channel = state.channels.get(frame.channel);
+      if (!channel) return;
+      const name = String(frame.client_id);
+      const sessions = channel.sessions.get(name);
+      if (sessions) {
+        sessions.delete(String(frame.session));
+        if (sessions.size) return; // still here from another tab we saw join
+        channel.sessions.delete(name);
+      }
+      if (channel.listed.has(name)) {
+        // Listed by presence before we saw its sessions join: it may have others.
+        refreshPresence(channel);
+        return;
+      }
+      channel.members = channel.members.filter((member) => member !== name);
+      if (channel.name === state.current) renderMembers();
+    },
     gap(frame) {
       const channel = state.channels.get(frame.channel);
       if (!channel) return;
@@ -233,6 +265,8 @@
         mids: new Set(),
         unread: 0,
         members: [],
+        sessions: new Map(), // client id -> session ids seen joining (join/leave frames)
+        listed: new Set(), // client ids the last presence answer listed
         subscribed: false,
         history: true, // false once the server said history_unavailable
       };
@@ -393,8 +427,8 @@
     if (channel.name === state.current) appendItem(channel, item, true);
   }
 
-  async function refreshPresence() {
-    const channel = state.current && state.channels.get(state.current);
+  /** Ask the server who is in ``channel`` (default: the open one). */
+  async function refreshPresence(channel = state.current && state.channels.get(state.current)) {
     if (!channel || !state.welcomed) return;
     try {
       const reply = await request("presence", { channel: channel.name });
@@ -402,7 +436,14 @@
     } catch (error) {
       return;
     }
+    channel.listed = new Set(channel.members);
     if (channel.name === state.current) renderMembers();
+  }
+
+  function forgetMembers(channel) {
+    channel.members = [];
+    channel.sessions.clear();
+    channel.listed.clear();
   }
 
   // -- rendering ----------------------------------------------------------------------
@@ -589,7 +630,7 @@
     renderChannels();
     renderCurrent();
     clearInterval(state.presenceTimer);
-    state.presenceTimer = setInterval(refreshPresence, PRESENCE_EVERY_MS);
+    state.presenceTimer = setInterval(() => refreshPresence(), PRESENCE_EVERY_MS);
     $("text").focus();
   }
 

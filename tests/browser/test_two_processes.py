@@ -36,3 +36,23 @@ def test_pages_on_two_processes_chat_through_redis(redis_url, open_page, chromiu
         ops = bob.locator("#channels .channel", has_text="ops")
         expect(ops.locator(".unread")).to_have_text("1")
         side_by_side([alice, bob], ARTIFACTS / "two-processes-redis.png", chromium)
+
+
+def test_member_lists_follow_join_and_leave_across_processes(redis_url, open_page):
+    """With join/leave on, a page's member list follows joins and leaves on the other
+    process at once (the presence poll is 15 s apart: the frames do it)."""
+    env = {"QUART_CHAT_REDIS_URL": redis_url, "QUART_CHAT_REDIS_PROBE_INTERVAL": "0.2",
+           "QUART_CHAT_JOIN_LEAVE": "true"}
+    with ServerProcess(env) as one, ServerProcess(env) as two:
+        alice = open_page(one.url, "alice", channels="lobby")
+        bob = Client(two.ws_url, "bob")
+        try:
+            bob.ok("subscribe", channel="lobby")
+            expect(member(alice, "bob")).to_be_visible(timeout=5000)
+            bob.ok("unsubscribe", channel="lobby")
+            expect(member(alice, "bob")).to_have_count(0, timeout=5000)
+            bob.ok("subscribe", channel="lobby")
+            expect(member(alice, "bob")).to_be_visible(timeout=5000)
+        finally:
+            bob.close()
+        expect(member(alice, "bob")).to_have_count(0, timeout=5000)

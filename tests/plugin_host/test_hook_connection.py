@@ -122,7 +122,8 @@ def test_hook_client_connected_sees_the_accepted_session(serve):
 
 
 def test_hook_client_disconnected_runs_after_leaving_every_channel(serve):
-    """client_disconnected runs once, after the session left its channels."""
+    """client_disconnected runs once, after the session left its channels; it still
+    names the channels it was in (a goodbye bot needs them)."""
     plugin = Connections()
     server = serve(plugin)
     alice = server.connect("alice")
@@ -130,7 +131,7 @@ def test_hook_client_disconnected_runs_after_leaving_every_channel(serve):
     alice.subscribe("b")
     alice.close()
     (client_id, close_code, channels), = plugin.seen.wait("disconnected")
-    assert (client_id, channels) == ("alice", [])
+    assert (client_id, channels) == ("alice", ["a", "b"])
     assert close_code is not None
     assert plugin.seen.of("unsubscribed") == []  # disconnecting is not unsubscribing
 

@@ -95,6 +95,39 @@ def test_command_bot_answers_help_roll_who_and_time(serve):
     assert re.fullmatch(r"server time: \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", answers["/time"])
 
 
+def test_command_bot_answers_bang_roll_in_the_channel(serve):
+    """``!roll`` works like ``/roll``; ``!nope`` lists the ``!`` commands."""
+    server = serve(command_bot)
+    alice, bob = _in_lobby(server, "alice", "bob")
+    alice.publish("lobby", "!roll 3d6+1")
+    assert bob.receive(WAIT).text == "!roll 3d6+1"
+    rolled = re.fullmatch(r"alice rolled 3d6\+1: (\d) \+ (\d) \+ (\d) \+ 1 = (\d+)",
+                          bob.receive(WAIT).text)
+    assert rolled and sum(map(int, rolled.groups()[:3])) + 1 == int(rolled[4])
+    alice.publish("lobby", "!nope")
+    bob.receive(WAIT)
+    assert bob.receive(WAIT).text.startswith("unknown command !nope; try !help, !roll")
+
+
+def test_command_bot_call_roll_answers_the_caller_alone(chat_server):
+    """``call roll`` answers the dice to the caller; nothing is published unless asked."""
+    server = chat_server(command_bot)
+    alice, bob = _in_lobby(server, "alice", "bob")
+    data = alice.call("roll", {"dice": "4d8-2"})
+    assert data["dice"] == "4d8-2" and len(data["rolls"]) == 4 and data["bonus"] == -2
+    assert all(1 <= n <= 8 for n in data["rolls"])
+    assert data["total"] == sum(data["rolls"]) - 2
+    assert len(alice.call("roll")["rolls"]) == 1  # 1d6 by default
+    refused = refusal(alice.call, "roll", {"dice": "lots"})
+    assert refused.code == "rejected" and "try 2d6" in refused.message
+    assert refusal(alice.call, "roll", {"dice": "1000d6"}).code == "rejected"
+    data = alice.call("roll", {"dice": "2d6", "announce": True, "channel": "lobby"})
+    message = bob.receive(WAIT)  # the first message bob sees: nothing before was posted
+    assert (message.sender, message.bot) == ("bot", True)
+    assert message.text.startswith("alice rolled 2d6: ")
+    assert message.text.endswith(f"= {data['total']}")
+
+
 def test_command_bot_explains_unknown_commands_and_bad_dice(serve):
     """Unknown commands and unreadable dice get a helpful answer, not silence."""
     server = serve(command_bot)
@@ -144,6 +177,29 @@ def test_greeter_welcomes_each_subscriber_where_configured(serve, monkeypatch):
     alice.subscribe("quiet")
     alice.subscribe("room:1")
     assert alice.receive(WAIT).channel == "room:1"
+
+
+def test_greeter_says_who_is_here_and_who_left(serve):
+    """The greeting lists the channel; unsubscribing or disconnecting is announced,
+    but not while the client is still there from another session."""
+    server = serve(greeter)
+    alice, bob = server.connect("alice"), server.connect("bob")
+    alice.subscribe("lobby")
+    assert alice.receive(WAIT).text == "welcome to lobby, alice! here: alice"
+    bob.subscribe("lobby")
+    assert alice.receive(WAIT).text == "welcome to lobby, bob! here: alice, bob"
+    bob.unsubscribe("lobby")
+    assert alice.receive(WAIT).text == "bob left #lobby"
+    tab1, tab2 = server.connect("carol"), server.connect("carol")
+    for tab in (tab1, tab2):
+        tab.subscribe("lobby")
+        assert alice.receive(WAIT).sender == "greeter"
+    tab1.close()
+    alice.publish("lobby", "marker")
+    assert alice.receive(WAIT).text == "marker"  # carol is still here: no goodbye
+    tab2.close()
+    goodbye = alice.receive(WAIT)
+    assert (goodbye.sender, goodbye.text) == ("greeter", "carol left #lobby")
 
 
 # -- persistence: both plugins keep the same promises ----------------------------------------

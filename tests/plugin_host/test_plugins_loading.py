@@ -129,8 +129,9 @@ def test_plugins_cli_lists_plugins_from_all_sources_with_their_hooks(tmp_path, s
     assert "from-ep\n    hooks: filter_message" in out
     assert "qc_cli_mod\n    hooks: history" in out
     bot_file = EXAMPLES / "command_bot.py"
-    assert f"command_bot ({bot_file})\n    hooks: message_published, startup" in out
-    assert "greeter (" in out and "hooks: client_subscribed, startup" in out
+    assert f"command_bot ({bot_file})\n    hooks: call, message_published, startup" in out
+    assert "greeter (" in out
+    assert "hooks: client_disconnected, client_subscribed, client_unsubscribed, startup" in out
     assert "redis_history (" in out
     assert "hooks: history, message_published, recover, shutdown, startup" in out
 

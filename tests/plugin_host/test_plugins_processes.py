@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import queue
+import signal
+
 import pytest
 
 from quart_chat import ChatClient
@@ -46,6 +49,36 @@ def test_command_bot_answers_each_command_once_with_two_processes(processes):
             assert "in game: alice, bob" in answers  # /who sees both processes' clients
         history = alice.history("game", limit=100)
         assert sum(m.sender == "bot" for m in history) == 4
+    finally:
+        alice.close()
+        bob.close()
+
+
+@pytest.mark.redis
+def test_greeter_says_goodbye_for_the_clients_of_a_killed_process(processes):
+    """A process is SIGKILLed: the survivor's node heartbeat reaps its sessions, sends
+    their leave frames, and the greeter there says who left."""
+    env = {"QUART_CHAT_PLUGINS": "greeter", "QUART_CHAT_JOIN_LEAVE": "true",
+           "QUART_CHAT_NODE_TTL": "2"}
+    survivor, doomed = processes(env), processes(env)
+    alice = ChatClient(survivor.ws_url, "alice")
+    bob = ChatClient(doomed.ws_url, "bob", reconnect=False)
+    frames: queue.Queue[dict[str, str]] = queue.Queue()
+    alice.on_presence(frames.put)
+    try:
+        alice.subscribe("lobby")
+        assert alice.receive(WAIT).text == "welcome to lobby, alice! here: alice"
+        bob.subscribe("lobby")
+        assert alice.receive(WAIT).text == "welcome to lobby, bob! here: alice, bob"
+        joins = [frames.get(timeout=WAIT) for _ in range(2)]
+        assert [(f["type"], f["client_id"]) for f in joins] == [("join", "alice"),
+                                                                  ("join", "bob")]
+        doomed.stop(signal.SIGKILL)
+        leave = frames.get(timeout=WAIT)
+        assert (leave["type"], leave["client_id"], leave["session"]) == (
+            "leave", "bob", bob.session_id)
+        goodbye = alice.receive(WAIT)
+        assert (goodbye.sender, goodbye.text) == ("greeter", "bob left #lobby")
     finally:
         alice.close()
         bob.close()

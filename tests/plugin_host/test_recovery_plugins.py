@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from quart_chat.client import ChatClient as Client
-from quart_chat.pytest_plugin import ChatClient
+from quart_chat.client import ChatClient
 from quart_chat.testing import TcpProxy
 
+from ..wsclient import Client  # raw frames: subscribe with since, missed, ids
 from .kit import Recorder
 
 #: The shipped plugins that implement ``recover``, each with its "messages kept" setting.
@@ -43,9 +43,9 @@ def test_a_dropped_client_recovers_what_two_processes_published_meanwhile(proces
     first, second = processes(plugin_env), processes(plugin_env)
     proxy = TcpProxy(first.port).start()
     events = Recorder()
-    alice, bob = ChatClient(first.ws_url, "alice"), ChatClient(second.ws_url, "bob")
+    alice, bob = Client(first.ws_url, "alice"), Client(second.ws_url, "bob")
     try:
-        reader = Client(f"ws://127.0.0.1:{proxy.port}/ws", "reader", reconnect_delay=0.1)
+        reader = ChatClient(f"ws://127.0.0.1:{proxy.port}/ws", "reader", reconnect_delay=0.1)
         reader.on_disconnect(lambda event: events.add("disconnect", event))
         reader.on_reconnect(lambda event: events.add("reconnect", event))
         reader.subscribe("room")
@@ -82,26 +82,26 @@ def test_recovering_1000_missed_messages_is_complete_and_timed(processes, plugin
     env = {**_kept(plugin_env, 2 * count), "QUART_CHAT_MAX_RECOVERY": str(count),
            "QUART_CHAT_OUTBOUND_QUEUE": str(4 * count)}
     first, second = processes(env), processes(env)
-    talker = ChatClient(second.ws_url, "talker")
-    reader = ChatClient(first.ws_url, "reader")
+    talker = Client(second.ws_url, "talker")
+    reader = Client(first.ws_url, "reader")
     try:
         talker.ok("subscribe", channel="room")
         reader.ok("subscribe", channel="room")
         talker.ok("publish", channel="room", text="seen")
-        since = reader.next_message()["mid"]
+        since = reader.next("message")["mid"]
         reader.close()
         for window in range(0, count, 50):  # pipelined, within the inbound backlog limit
             for n in range(window, window + 50):
                 talker.send({"type": "publish", "channel": "room", "text": f"m{n}", "id": n})
             for n in range(window, window + 50):
                 talker.reply(n)
-        again = ChatClient(first.ws_url, "reader", timeout=30)
+        again = Client(first.ws_url, "reader", timeout=30)
         start = time.perf_counter()
         reply = again.ok("subscribe", channel="room", since=since)
-        texts = [again.next_message()["text"] for _ in range(reply["missed"])]
+        texts = [again.next("message")["text"] for _ in range(reply["missed"])]
         elapsed = time.perf_counter() - start
         talker.ok("publish", channel="room", text="live")
-        texts.append(again.next_message()["text"])
+        texts.append(again.next("message")["text"])
         print(f"\n{plugin_env['QUART_CHAT_PLUGINS']}: recovered {reply['missed']} missed "
               f"messages in {elapsed * 1000:.0f} ms; {len(texts) - len(set(texts))} doubled")
         assert (reply["recovered"], reply["missed"]) == (True, count)
@@ -116,25 +116,25 @@ def test_too_many_missed_or_a_since_no_longer_kept_recovers_nothing(processes, p
     """More missed than QUART_CHAT_MAX_RECOVERY, a trimmed or unknown ``since``:
     recovered: false and no replay at all, then live messages as usual."""
     server = processes({**_kept(plugin_env, 10), "QUART_CHAT_MAX_RECOVERY": "5"})
-    talker = ChatClient(server.ws_url, "talker")
+    talker = Client(server.ws_url, "talker")
     talker.ok("subscribe", channel="room")
     mids = [talker.ok("publish", channel="room", text=f"m{n}")["mid"] for n in range(70)]
     cases = {"too many": mids[-7], "trimmed": mids[0], "unknown": "ffffffffff00" + "0" * 10}
     clients = [talker]
     try:
         for name, since in cases.items():
-            client = ChatClient(server.ws_url, f"reader-{name.replace(' ', '-')}")
+            client = Client(server.ws_url, f"reader-{name.replace(' ', '-')}")
             clients.append(client)
             reply = client.ok("subscribe", channel="room", since=since)
             assert (reply["recovered"], reply["missed"]) == (False, 0), name
             talker.ok("publish", channel="room", text=f"after {name}")
-            assert client.next_message()["text"] == f"after {name}", name
-        within = ChatClient(server.ws_url, "reader-ok")
+            assert client.next("message")["text"] == f"after {name}", name
+        within = Client(server.ws_url, "reader-ok")
         clients.append(within)
         reply = within.ok("subscribe", channel="room", since=mids[-3])
         expected = ["m68", "m69", *(f"after {name}" for name in cases)]
         assert (reply["recovered"], reply["missed"]) == (True, len(expected))
-        assert [within.next_message()["text"] for _ in expected] == expected
+        assert [within.next("message")["text"] for _ in expected] == expected
     finally:
         for client in clients:
             client.close()
@@ -145,7 +145,7 @@ def test_recovery_while_another_process_keeps_publishing(processes, plugin_env):
     """Messages keep coming from another process during the reconnect: the reader gets
     the rest of the stored log exactly, with no gap and nothing twice."""
     first, second = processes(plugin_env), processes(plugin_env)
-    talker = ChatClient(second.ws_url, "talker")
+    talker = Client(second.ws_url, "talker")
     talker.ok("subscribe", channel="room")
     stop, sent = threading.Event(), []
 
@@ -157,22 +157,22 @@ def test_recovery_while_another_process_keeps_publishing(processes, plugin_env):
             sent.append(f"t{n}")
             time.sleep(0.003)
 
-    reader = ChatClient(first.ws_url, "reader")
+    reader = Client(first.ws_url, "reader")
     reader.ok("subscribe", channel="room")
     thread = threading.Thread(target=talk, daemon=True)
     thread.start()
     again = None
     try:
-        last = [reader.next_message() for _ in range(50)][-1]
+        last = [reader.next("message") for _ in range(50)][-1]
         reader.close()
         time.sleep(0.2)
-        again = ChatClient(first.ws_url, "reader")
+        again = Client(first.ws_url, "reader")
         assert again.ok("subscribe", channel="room", since=last["mid"])["recovered"] is True
         time.sleep(0.3)
         stop.set()
         thread.join(10)
         start = sent.index(last["text"]) + 1
-        got = [again.next_message()["text"] for _ in sent[start:]]
+        got = [again.next("message")["text"] for _ in sent[start:]]
         again.ok("ping")
         assert got == sent[start:]
         assert not [f for f in again.inbox if f["type"] == "message"]
