@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from quart_chat import Message, hookimpl, plugin_settings
 
 if TYPE_CHECKING:
-    from quart_chat.bots import Bot
+    from quart_chat import Bot
 
 BOT_NAME = "bot"
 MAX_DICE = 100

@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 from quart_chat import hookimpl, plugin_settings
 
 if TYPE_CHECKING:
-    from quart_chat.bots import Bot
-    from quart_chat.session import Session
+    from quart_chat import Bot, Session
 
 BOT_NAME = "greeter"
 

@@ -1,25 +1,83 @@
-"""quart-chat: a real-time chat server (Quart + hypercorn WebSockets over Redis pub/sub)."""
+"""quart-chat: a real-time chat server (Quart + hypercorn WebSockets over Redis pub/sub).
+
+The names below are the public API: what a plugin, a script or a notebook imports.
+They load on first use (PEP 562), so ``import quart_chat`` or ``import
+quart_chat.client`` does not start importing the server (Quart, hypercorn, pluggy,
+JWT, prometheus_client); ``from quart_chat import create_app`` does.
+"""
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Bound eagerly (it is light): the submodule of the same name would otherwise shadow
+# the function once anything imported quart_chat.plugin_settings first.
+from .plugin_settings import plugin_settings
+
+#: The one place the version is written (pyproject.toml reads it from here).
 __version__ = "0.1.0"
 
-from .app import chat_service, create_app
-from .config import Settings
-from .errors import ChatError, Forbidden, Rejected
-from .hookspecs import hookimpl
-from .plugin_settings import plugin_settings
-from .protocol import Message
+if TYPE_CHECKING:  # what mypy and IDEs see; at run time __getattr__ imports on demand
+    from .app import chat_service, create_app
+    from .bots import Bot
+    from .client import ChatClient
+    from .config import Settings
+    from .embedded import start_server
+    from .errors import ChatError, Forbidden, Rejected, Unavailable
+    from .hookspecs import hookimpl
+    from .protocol import Message
+    from .session import Session
+    from .widgets import ChatWidget
 
+#: Public name -> the submodule that defines it (one line per name: easy to extend).
+_EXPORTS = {
+    "Bot": "bots",
+    "ChatClient": "client",
+    "ChatError": "errors",
+    "ChatWidget": "widgets",  # needs ipywidgets (the notebook extra)
+    "Forbidden": "errors",
+    "Message": "protocol",
+    "Rejected": "errors",
+    "Session": "session",
+    "Settings": "config",
+    "Unavailable": "errors",
+    "chat_service": "app",
+    "create_app": "app",
+    "hookimpl": "hookspecs",
+    "start_server": "embedded",
+}
+
+# Written out (not built from _EXPORTS) so that mypy and ruff see the re-exports;
+# tests/test_front_door.py checks that the two agree.
 __all__ = [
+    "Bot",
+    "ChatClient",
     "ChatError",
+    "ChatWidget",
     "Forbidden",
     "Message",
     "Rejected",
+    "Session",
     "Settings",
+    "Unavailable",
     "__version__",
     "chat_service",
     "create_app",
     "hookimpl",
     "plugin_settings",
+    "start_server",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -372,6 +372,21 @@ class ChatClient:
             raise RequestTimeout(f"no message within {timeout:g}s")
         raise ClientClosed("the client is closed")
 
+    def assert_quiet(self, seconds: float = 0.5) -> None:
+        """Assert that no message arrives within ``seconds`` (and none is waiting).
+
+        For tests of what must *not* be delivered (a rejected message, an unsubscribed
+        channel). Raises :class:`AssertionError` naming the messages that came; they stay
+        available to :meth:`receive`.
+        """
+        with self._inbox_ready:
+            self._inbox_ready.wait_for(lambda: bool(self._inbox), seconds)
+            arrived = list(self._inbox)
+        if arrived:
+            listed = ", ".join(f"{m.sender}@{m.channel}: {m.text!r}" for m in arrived[:5])
+            raise AssertionError(f"expected no message within {seconds:g}s, "
+                                 f"{len(arrived)} arrived: {listed}")
+
     def messages(self, timeout: float | None = None) -> Iterator[Message]:
         """Iterate over received messages; stops after ``timeout`` seconds without one,
         or when the client is closed."""

@@ -343,6 +343,23 @@ def test_receive_times_out_when_nothing_arrives(chat: OpenClient) -> None:
         alice.receive(timeout=0.05)
 
 
+def test_assert_quiet_passes_when_nothing_arrives(chat: OpenClient) -> None:
+    alice = chat("alice")
+    alice.subscribe("lobby")
+    alice.assert_quiet(0.1)
+
+
+def test_assert_quiet_names_what_arrived_and_keeps_it(chat: OpenClient) -> None:
+    """A message that came (or was already waiting) fails the assertion, named in it,
+    and stays available to receive()."""
+    alice = chat("alice")
+    alice.subscribe("lobby")
+    alice.publish("lobby", "psst")
+    with pytest.raises(AssertionError, match=r"1 arrived: alice@lobby: 'psst'"):
+        alice.assert_quiet(WAIT)
+    assert alice.receive(WAIT).text == "psst"
+
+
 def test_messages_iterates_until_quiet(chat: OpenClient) -> None:
     alice = chat("alice")
     alice.subscribe("lobby")

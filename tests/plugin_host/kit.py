@@ -5,12 +5,19 @@ from __future__ import annotations
 import importlib.util
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
+
+from quart_chat import ChatError
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "plugins"
+#: Seconds to wait for what should come promptly (an upper bound, never asserted on).
+WAIT = 10.0
 
 
 def load_example(name: str) -> ModuleType:
@@ -52,3 +59,11 @@ class Recorder:
 
     def of_locked(self, hook: str) -> list[Any]:
         return [value for name, value in self.calls if name == hook]
+
+
+def refusal(call: Callable[..., object], *args: Any) -> ChatError:
+    """The server's error for a client call (``refusal(alice.publish, "lobby", "hi")``);
+    the test fails if the call succeeds."""
+    with pytest.raises(ChatError) as caught:
+        call(*args)
+    return caught.value

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-import websocket
 
 from quart_chat import Forbidden, hookimpl
+from quart_chat.client import ConnectFailed
 
-from .kit import Recorder
+from .kit import WAIT, Recorder, refusal
 
 
 class Connections:
@@ -74,9 +74,9 @@ def test_hook_authenticate_first_plugin_wins_in_call_order(serve):
 def test_hook_authenticate_forbidden_refuses_the_handshake_with_403(serve):
     """Raising Forbidden refuses the socket before it is accepted."""
     server = serve(HeaderAuth())
-    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+    with pytest.raises(ConnectFailed) as refused:
         server.connect(None, user="mallory")
-    assert refused.value.status_code == 403
+    assert refused.value.status == 403
 
 
 def test_hook_authenticate_that_raises_refuses_with_500_and_is_logged(serve, caplog):
@@ -89,9 +89,9 @@ def test_hook_authenticate_that_raises_refuses_with_500_and_is_logged(serve, cap
                 raise KeyError("boom")
 
     server = serve(Crashing())
-    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+    with pytest.raises(ConnectFailed) as refused:
         server.connect("boom")
-    assert refused.value.status_code == 500
+    assert refused.value.status == 500
     assert "plugin Crashing: hook authenticate raised" in caplog.text
     assert server.connect("alice").welcome["client_id"] == "alice"
 
@@ -105,9 +105,9 @@ def test_hook_authenticate_invalid_client_id_is_refused_with_400(serve):
             return "no spaces allowed"
 
     server = serve(Bad())
-    with pytest.raises(websocket.WebSocketBadStatusException) as refused:
+    with pytest.raises(ConnectFailed) as refused:
         server.connect("alice")
-    assert refused.value.status_code == 400
+    assert refused.value.status == 400
 
 
 # -- client_connected / client_disconnected ------------------------------------------------
@@ -126,8 +126,8 @@ def test_hook_client_disconnected_runs_after_leaving_every_channel(serve):
     plugin = Connections()
     server = serve(plugin)
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="a")
-    alice.ok("subscribe", channel="b")
+    alice.subscribe("a")
+    alice.subscribe("b")
     alice.close()
     (client_id, close_code, channels), = plugin.seen.wait("disconnected")
     assert (client_id, channels) == ("alice", [])
@@ -145,9 +145,9 @@ def test_hook_client_connected_that_raises_leaves_the_session_working(serve, cap
 
     server = serve(Crashing())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("publish", channel="lobby", text="still here")
-    assert alice.next_message()["text"] == "still here"
+    alice.subscribe("lobby")
+    alice.publish("lobby", "still here")
+    assert alice.receive(WAIT).text == "still here"
     assert "plugin Crashing: hook client_connected raised" in caplog.text
 
 
@@ -175,9 +175,9 @@ def test_hook_authorize_false_refuses_subscribe_with_forbidden(serve):
     plugin = StaffOnly()
     server = serve(plugin)
     alice, staff = server.connect("alice"), server.connect("staff-bob")
-    assert alice.error("subscribe", channel="staff")["code"] == "forbidden"
-    staff.ok("subscribe", channel="staff")
-    assert alice.ok("channels")["channels"] == []
+    assert refusal(alice.subscribe, "staff").code == "forbidden"
+    staff.subscribe("staff")
+    assert alice.channels() == []
     assert ("alice", "subscribe", "staff") in plugin.seen.of("authorize")
 
 
@@ -186,11 +186,11 @@ def test_hook_authorize_false_refuses_publish_and_nothing_is_delivered(serve):
     server = serve(StaffOnly())
     alice, editor = server.connect("alice"), server.connect("editor")
     for client in (alice, editor):
-        client.ok("subscribe", channel="news")
-    assert alice.error("publish", channel="news", text="fake news")["code"] == "forbidden"
-    editor.ok("publish", channel="news", text="real news")
-    assert alice.next_message()["text"] == "real news"
-    assert editor.next_message()["text"] == "real news"
+        client.subscribe("news")
+    assert refusal(alice.publish, "news", "fake news").code == "forbidden"
+    editor.publish("news", "real news")
+    assert alice.receive(WAIT).text == "real news"
+    assert editor.receive(WAIT).text == "real news"
 
 
 class Asked:
@@ -221,7 +221,7 @@ def test_hook_authorize_true_does_not_stop_a_later_refusal(serve):
     """An earlier True is not the last word: the next implementation is asked, its False wins."""
     allow, refuse = AskedFirst(True), AskedLast(False)
     server = serve(refuse, allow)
-    assert server.connect("alice").error("subscribe", channel="staff")["code"] == "forbidden"
+    assert refusal(server.connect("alice").subscribe, "staff").code == "forbidden"
     assert allow.asked == refuse.asked == [("subscribe", "staff")]
 
 
@@ -229,8 +229,7 @@ def test_hook_authorize_first_false_wins_and_the_rest_are_not_asked(serve):
     """The first False refuses; implementations after it in call order are not asked."""
     refuse, after = AskedFirst(False), AskedLast(True)
     server = serve(after, refuse)
-    alice = server.connect("alice")
-    assert alice.error("subscribe", channel="staff")["code"] == "forbidden"
+    assert refusal(server.connect("alice").subscribe, "staff").code == "forbidden"
     assert refuse.asked == [("subscribe", "staff")]
     assert after.asked == []
 
@@ -246,8 +245,8 @@ def test_hook_authorize_that_raises_is_internal_for_that_request_only(serve):
 
     server = serve(Crashing())
     alice = server.connect("alice")
-    assert alice.error("subscribe", channel="cursed")["code"] == "internal"
-    alice.ok("subscribe", channel="fine")
+    assert refusal(alice.subscribe, "cursed").code == "internal"
+    alice.subscribe("fine")
 
 
 # -- client_subscribed / client_unsubscribed -----------------------------------------------
@@ -266,9 +265,9 @@ def test_hook_client_subscribed_runs_after_each_subscription_with_a_bot(serve):
     plugin = Connections()
     server = serve(plugin, Greeter())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    greeting = alice.next_message()
-    assert (greeting["sender"], greeting["text"], greeting["bot"]) == (
+    alice.subscribe("lobby")
+    greeting = alice.receive(WAIT)
+    assert (greeting.sender, greeting.text, greeting.bot) == (
         "doorman", "hello alice", True)
     assert plugin.seen.wait("subscribed") == [("alice", "lobby")]
 
@@ -278,8 +277,8 @@ def test_hook_client_subscribed_is_not_called_for_a_refused_subscription(serve):
     plugin = Connections()
     server = serve(plugin, StaffOnly())
     alice = server.connect("alice")
-    alice.error("subscribe", channel="staff")
-    alice.ok("subscribe", channel="lobby")
+    refusal(alice.subscribe, "staff")
+    alice.subscribe("lobby")
     assert plugin.seen.wait("subscribed") == [("alice", "lobby")]
 
 
@@ -289,8 +288,8 @@ def test_hook_client_unsubscribed_runs_for_each_channel_left(serve):
     server = serve(plugin)
     alice = server.connect("alice")
     for channel in ("a", "b", "c"):
-        alice.ok("subscribe", channel=channel)
-    alice.ok("unsubscribe", channel="b")
-    assert alice.ok("unsubscribe")["channels"] == []
+        alice.subscribe(channel)
+    alice.unsubscribe("b")
+    assert alice.unsubscribe() == []
     assert sorted(plugin.seen.wait("unsubscribed", 3)) == [
         ("alice", "a"), ("alice", "b"), ("alice", "c")]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from quart_chat import Message, hookimpl
 
+from .kit import refusal
+
 
 def _messages(channel, count):
     return [Message(channel=channel, sender="archive", text=f"old {n}", ts=1000.0 + n,
@@ -32,25 +34,25 @@ def test_hook_history_first_non_none_result_is_served(serve):
     plugin = Archive()
     server = serve(plugin)
     alice = server.connect("alice")
-    messages = alice.ok("history", channel="archive:1", limit=3)["messages"]
-    assert [m["text"] for m in messages] == ["old 9", "old 8", "old 7"]
-    assert set(messages[0]) >= {"channel", "sender", "text", "ts", "mid"}
-    older = alice.ok("history", channel="archive:1", limit=50, before=messages[-1]["mid"])
-    assert [m["text"] for m in older["messages"]] == [f"old {n}" for n in range(6, -1, -1)]
-    assert plugin.asked == [("archive:1", 3, None), ("archive:1", 50, messages[-1]["mid"])]
+    messages = alice.history("archive:1", limit=3)
+    assert [m.text for m in messages] == ["old 9", "old 8", "old 7"]
+    assert messages[0] == _messages("archive:1", 10)[0]  # every field, as the plugin kept it
+    older = alice.history("archive:1", limit=50, before=messages[-1].mid)
+    assert [m.text for m in older] == [f"old {n}" for n in range(6, -1, -1)]
+    assert plugin.asked == [("archive:1", 3, None), ("archive:1", 50, messages[-1].mid)]
 
 
 def test_hook_history_none_from_every_plugin_is_history_unavailable(serve):
     """No plugin keeps the channel: error history_unavailable."""
     server = serve(Archive())
-    assert server.connect("alice").error("history", channel="lobby")["code"] == (
+    assert refusal(server.connect("alice").history, "lobby").code == (
         "history_unavailable")
 
 
 def test_hook_history_without_plugins_is_history_unavailable(serve):
     """The server alone keeps no history."""
     server = serve()
-    assert server.connect("alice").error("history", channel="lobby")["code"] == (
+    assert refusal(server.connect("alice").history, "lobby").code == (
         "history_unavailable")
 
 
@@ -64,7 +66,7 @@ def test_hook_history_later_plugins_are_not_asked_once_one_answers(serve):
 
     archive = Archive()
     server = serve(archive, Empty())  # Empty is called first
-    assert server.connect("alice").ok("history", channel="archive:1")["messages"] == []
+    assert server.connect("alice").history("archive:1") == []
     assert archive.asked == []
 
 
@@ -78,8 +80,8 @@ def test_hook_history_is_authorized_like_a_subscription(serve):
 
     server = serve(Archive(), Private())
     alice = server.connect("alice")
-    assert alice.error("history", channel="archive:secret")["code"] == "forbidden"
-    alice.ok("history", channel="archive:open")
+    assert refusal(alice.history, "archive:secret").code == "forbidden"
+    alice.history("archive:open")
 
 
 def test_hook_history_that_raises_is_internal(serve, caplog):
@@ -92,6 +94,6 @@ def test_hook_history_that_raises_is_internal(serve, caplog):
 
     server = serve(Crashing())
     alice = server.connect("alice")
-    assert alice.error("history", channel="lobby")["code"] == "internal"
+    assert refusal(alice.history, "lobby").code == "internal"
     assert "plugin Crashing: hook history raised" in caplog.text
-    alice.ok("ping")
+    alice.ping()

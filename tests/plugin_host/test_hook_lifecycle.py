@@ -48,7 +48,7 @@ def test_hook_shutdown_runs_once_after_every_session_closed(serve):
     """shutdown runs after the sessions were closed, once, with the same app."""
     plugin = Lifecycle()
     server = serve(plugin)
-    server.connect("alice").ok("subscribe", channel="lobby")
+    server.connect("alice").subscribe("lobby")
     server.stop()
     assert plugin.seen.of("shutdown") == [(server.thread.app, 0)]
 

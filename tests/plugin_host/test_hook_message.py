@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 
 from quart_chat import Message, Rejected, hookimpl
 
-from .kit import Recorder
+from .kit import WAIT, Recorder, refusal
 
 
 class Upper:
@@ -46,29 +47,29 @@ def test_hook_filter_message_rewrite_reaches_every_subscriber(serve):
     server = serve(Upper())
     alice, bob = server.connect("alice"), server.connect("bob")
     for client in (alice, bob):
-        client.ok("subscribe", channel="lobby")
-    mid = alice.ok("publish", channel="lobby", text="hi")["mid"]
+        client.subscribe("lobby")
+    mid = alice.publish("lobby", "hi")
     for client in (alice, bob):
-        message = client.next_message()
-        assert (message["text"], message["sender"], message["mid"]) == ("HI", "alice", mid)
+        message = client.receive(WAIT)
+        assert (message.text, message.sender, message.mid) == ("HI", "alice", mid)
 
 
 def test_hook_filter_message_filters_chain_in_call_order(serve):
     """Each filter sees the previous one's output (pluggy calls the last registered first)."""
     server = serve(Upper(), Exclaim())  # Exclaim runs first, then Upper
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("publish", channel="lobby", text="hi")
-    assert alice.next_message()["text"] == "HI!"
+    alice.subscribe("lobby")
+    alice.publish("lobby", "hi")
+    assert alice.receive(WAIT).text == "HI!"
 
 
 def test_hook_filter_message_none_keeps_the_message_unchanged(serve):
     """A filter that returns None does not change the message."""
     server = serve(NoLinks())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("publish", channel="lobby", text="plain words")
-    assert alice.next_message()["text"] == "plain words"
+    alice.subscribe("lobby")
+    alice.publish("lobby", "plain words")
+    assert alice.receive(WAIT).text == "plain words"
 
 
 def test_hook_filter_message_rejected_tells_the_sender_and_delivers_nothing(serve):
@@ -77,11 +78,11 @@ def test_hook_filter_message_rejected_tells_the_sender_and_delivers_nothing(serv
     server = serve(NoLinks(), published)
     alice, bob = server.connect("alice"), server.connect("bob")
     for client in (alice, bob):
-        client.ok("subscribe", channel="lobby")
-    error = alice.error("publish", channel="lobby", text="see http://x")
-    assert (error["code"], error["message"]) == ("rejected", "links are not allowed")
-    alice.ok("publish", channel="lobby", text="ok then")
-    assert bob.next_message()["text"] == "ok then"  # the rejected one never came first
+        client.subscribe("lobby")
+    error = refusal(alice.publish, "lobby", "see http://x")
+    assert (error.code, error.message) == ("rejected", "links are not allowed")
+    alice.publish("lobby", "ok then")
+    assert bob.receive(WAIT).text == "ok then"  # the rejected one never came first
     assert [m.text for m in published.seen.wait("published")] == ["ok then"]
 
 
@@ -96,9 +97,9 @@ def test_hook_filter_message_rejection_stops_later_filters(serve):
 
     server = serve(Later(), NoLinks())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.error("publish", channel="lobby", text="http://spam")
-    alice.ok("publish", channel="lobby", text="fine")
+    alice.subscribe("lobby")
+    refusal(alice.publish, "lobby", "http://spam")
+    alice.publish("lobby", "fine")
     assert seen.wait("later") == ["fine"]
 
 
@@ -114,11 +115,11 @@ def test_hook_filter_message_that_raises_is_internal_and_the_session_survives(se
     server = serve(Crashing())
     alice, bob = server.connect("alice"), server.connect("bob")
     for client in (alice, bob):
-        client.ok("subscribe", channel="lobby")
-    assert alice.error("publish", channel="lobby", text="crash")["code"] == "internal"
+        client.subscribe("lobby")
+    assert refusal(alice.publish, "lobby", "crash").code == "internal"
     assert "plugin Crashing: hook filter_message raised" in caplog.text
-    alice.ok("publish", channel="lobby", text="after")
-    assert bob.next_message()["text"] == "after"
+    alice.publish("lobby", "after")
+    assert bob.receive(WAIT).text == "after"
 
 
 def test_hook_filter_message_may_not_change_channel_or_sender(serve, caplog):
@@ -136,15 +137,15 @@ def test_hook_filter_message_may_not_change_channel_or_sender(serve, caplog):
 
     server = serve(Forger())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("subscribe", channel="elsewhere")
+    alice.subscribe("lobby")
+    alice.subscribe("elsewhere")
     for text in ("reroute", "forge", "junk"):
-        assert alice.error("publish", channel="lobby", text=text)["code"] == "internal"
+        assert refusal(alice.publish, "lobby", text).code == "internal"
     assert "filter_message may not change channel" in caplog.text
     assert "filter_message may not change sender" in caplog.text
     assert "filter_message returned str" in caplog.text
-    alice.ok("publish", channel="lobby", text="fine")
-    assert alice.next_message()["text"] == "fine"
+    alice.publish("lobby", "fine")
+    assert alice.receive(WAIT).text == "fine"
 
 
 def test_hook_filter_message_past_the_timeout_other_clients_stay_responsive(serve, caplog):
@@ -169,28 +170,21 @@ def test_hook_filter_message_past_the_timeout_other_clients_stay_responsive(serv
     server = serve(Sleepy(), hook_timeout=3.0)  # a margin far above the others' few ms
     alice, bob, carol = (server.connect(name) for name in ("alice", "bob", "carol"))
     for client in (alice, bob, carol):
-        client.ok("subscribe", channel="lobby")
-    alice.send({"type": "publish", "id": "slow-one", "channel": "lobby", "text": "slow"})
+        client.subscribe("lobby")
+    slow = concurrent.futures.ThreadPoolExecutor(1)  # alice waits for her reply meanwhile
+    slow_reply = slow.submit(refusal, alice.publish, "lobby", "slow")
     assert entered.wait(10)
     # While alice's filter sleeps, bob and carol chat and get answers.
-    bob.ok("ping")
-    bob.ok("publish", channel="lobby", text="not stuck")
-    assert carol.next_message()["text"] == "not stuck"
-    carol.ok("presence", channel="lobby")
+    bob.ping()
+    bob.publish("lobby", "not stuck")
+    assert carol.receive(WAIT).text == "not stuck"
+    carol.presence("lobby")
     assert running.is_set(), "the slow filter finished before the others were served"
-    reply = _reply(alice, "slow-one")
-    assert reply["code"] == "internal"
+    assert slow_reply.result(WAIT).code == "internal"
+    slow.shutdown()
     assert cancelled.wait(10)
     assert "plugin Sleepy: hook filter_message timed out" in caplog.text
-    alice.ok("publish", channel="lobby", text="alice is back")
-
-
-def _reply(client, request_id):
-    while True:
-        frame = client.recv()
-        if frame["type"] in ("result", "error") and frame.get("id") == request_id:
-            return frame
-        client.inbox.append(frame)
+    alice.publish("lobby", "alice is back")
 
 
 # -- message_published ---------------------------------------------------------------------
@@ -201,8 +195,8 @@ def test_hook_message_published_runs_once_per_message_with_the_final_text(serve)
     published = Published()
     server = serve(published, Upper())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    mids = [alice.ok("publish", channel="lobby", text=f"m{n}")["mid"] for n in range(3)]
+    alice.subscribe("lobby")
+    mids = [alice.publish("lobby", f"m{n}") for n in range(3)]
     seen = published.seen.wait("published", 3)
     assert [(m.mid, m.text, m.sender, m.bot) for m in seen] == [
         (mid, f"M{n}", "alice", False) for n, mid in enumerate(mids)]
@@ -222,11 +216,11 @@ def test_hook_message_published_bot_reply_is_delivered_and_published(serve):
     published = Published()
     server = serve(published, Echo())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("publish", channel="lobby", text="hi")
-    first, second = alice.next_message(), alice.next_message()
-    assert (first["sender"], first["text"]) == ("alice", "hi")
-    assert (second["sender"], second["text"], second["bot"]) == ("echo", "you said hi", True)
+    alice.subscribe("lobby")
+    alice.publish("lobby", "hi")
+    first, second = alice.receive(WAIT), alice.receive(WAIT)
+    assert (first.sender, first.text) == ("alice", "hi")
+    assert (second.sender, second.text, second.bot) == ("echo", "you said hi", True)
     assert [(m.sender, m.bot) for m in published.seen.wait("published", 2)] == [
         ("alice", False), ("echo", True)]
 
@@ -248,9 +242,9 @@ def test_hook_message_published_two_bots_do_not_answer_each_other(serve):
     published = Published()
     server = serve(published, echo("ping-bot"), echo("pong-bot"))
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("publish", channel="lobby", text="one")
-    alice.ok("publish", channel="lobby", text="two")
+    alice.subscribe("lobby")
+    alice.publish("lobby", "one")
+    alice.publish("lobby", "two")
     # Every message_published (bot answers included) ran before the publish result.
     senders = [m.sender for m in published.seen.of("published")]
     assert sorted(senders) == ["alice", "alice", "ping-bot", "ping-bot", "pong-bot", "pong-bot"]
@@ -278,9 +272,9 @@ def test_hook_message_published_answer_bots_opt_in(serve):
 
     server = serve(Listener(), Announcer())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("publish", channel="lobby", text="go")
-    texts = [alice.next_message()["text"] for _ in range(3)]
+    alice.subscribe("lobby")
+    alice.publish("lobby", "go")
+    texts = [alice.receive(WAIT).text for _ in range(3)]
     assert texts == ["go", "announcement", "heard it"]
 
 
@@ -295,9 +289,9 @@ def test_hook_message_published_that_raises_does_not_fail_the_publish(serve, cap
     published = Published()
     server = serve(Crashing(), published)
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("publish", channel="lobby", text="hi")
-    assert alice.next_message()["text"] == "hi"
+    alice.subscribe("lobby")
+    alice.publish("lobby", "hi")
+    assert alice.receive(WAIT).text == "hi"
     assert len(published.seen.wait("published")) == 1  # the other plugin still ran
     assert "plugin Crashing: hook message_published raised" in caplog.text
 
@@ -322,11 +316,11 @@ def test_hook_message_published_bots_in_a_loop_are_stopped(serve, caplog):
     published = Published()
     server = serve(published, chatterbox("a"), chatterbox("b"), publish_rate=1000)
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("publish", channel="lobby", text="start")
+    alice.subscribe("lobby")
+    alice.publish("lobby", "start")
     assert len(published.seen.of("published")) == MAX_BOT_CHAIN + 1
     assert "bot messages answered one message" in caplog.text
-    alice.ok("ping")
+    alice.ping()
 
 
 def test_hook_filter_message_own_timeout_error_is_reported_as_raised(serve, caplog):
@@ -339,7 +333,7 @@ def test_hook_filter_message_own_timeout_error_is_reported_as_raised(serve, capl
 
     server = serve(Flaky())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    assert alice.error("publish", channel="lobby", text="hi")["code"] == "internal"
+    alice.subscribe("lobby")
+    assert refusal(alice.publish, "lobby", "hi").code == "internal"
     assert "plugin Flaky: hook filter_message raised" in caplog.text
     assert "timed out" not in caplog.text

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from .kit import load_example
+from .kit import WAIT, load_example, refusal
 
 moderation = load_example("moderation")
 command_bot = load_example("command_bot")
@@ -18,7 +18,7 @@ sqlite_history = load_example("sqlite_history")
 def _in_lobby(server, *names):
     clients = [server.connect(name) for name in names]
     for client in clients:
-        client.ok("subscribe", channel="lobby")
+        client.subscribe("lobby")
     return clients
 
 
@@ -30,8 +30,8 @@ def test_moderation_masks_listed_words_whole_and_case_insensitively(serve, monke
     monkeypatch.setenv("QUART_CHAT_PLUGIN_MODERATION_WORDS", "spam, heck")
     server = serve(moderation)
     alice, bob = _in_lobby(server, "alice", "bob")
-    alice.ok("publish", channel="lobby", text="SPAM and heck, but spammer is fine")
-    assert bob.next_message()["text"] == "S**M and h**k, but spammer is fine"
+    alice.publish("lobby", "SPAM and heck, but spammer is fine")
+    assert bob.receive(WAIT).text == "S**M and h**k, but spammer is fine"
 
 
 def test_moderation_reject_mode_refuses_the_message(serve, monkeypatch):
@@ -39,10 +39,10 @@ def test_moderation_reject_mode_refuses_the_message(serve, monkeypatch):
     monkeypatch.setenv("QUART_CHAT_PLUGIN_MODERATION_MODE", "reject")
     server = serve(moderation)
     alice, bob = _in_lobby(server, "alice", "bob")
-    error = alice.error("publish", channel="lobby", text="cheap scam here")
-    assert error["code"] == "rejected" and "not allowed" in error["message"]
-    alice.ok("publish", channel="lobby", text="clean")
-    assert bob.next_message()["text"] == "clean"
+    error = refusal(alice.publish, "lobby", "cheap scam here")
+    assert error.code == "rejected" and "not allowed" in error.message
+    alice.publish("lobby", "clean")
+    assert bob.receive(WAIT).text == "clean"
 
 
 def test_moderation_repeat_offender_cools_down_then_may_speak_again(serve, monkeypatch):
@@ -53,14 +53,14 @@ def test_moderation_repeat_offender_cools_down_then_may_speak_again(serve, monke
     monkeypatch.setattr(moderation, "now", lambda: clock[0])
     server = serve(moderation)
     alice, bob = _in_lobby(server, "alice", "bob")
-    alice.ok("publish", channel="lobby", text="spam")
-    alice.ok("publish", channel="lobby", text="spam")  # second strike: cool-down starts
-    error = alice.error("publish", channel="lobby", text="sorry")
-    assert error["code"] == "rejected" and "cooling down for 30" in error["message"]
-    bob.ok("publish", channel="lobby", text="bob is fine")
+    alice.publish("lobby", "spam")
+    alice.publish("lobby", "spam")  # second strike: cool-down starts
+    error = refusal(alice.publish, "lobby", "sorry")
+    assert error.code == "rejected" and "cooling down for 30" in error.message
+    bob.publish("lobby", "bob is fine")
     clock[0] += 31
-    alice.ok("publish", channel="lobby", text="sorry")
-    texts = [bob.next_message()["text"] for _ in range(4)]
+    alice.publish("lobby", "sorry")
+    texts = [bob.receive(WAIT).text for _ in range(4)]
     assert texts == ["s**m", "s**m", "bob is fine", "sorry"]
 
 
@@ -80,11 +80,11 @@ def test_command_bot_answers_help_roll_who_and_time(serve):
     alice, _bob = _in_lobby(server, "alice", "bob")
     answers = {}
     for command in ("/help", "/roll 2d6", "/who", "/time", "/roll d20+3"):
-        alice.ok("publish", channel="lobby", text=command)
-        assert alice.next_message()["text"] == command
-        reply = alice.next_message()
-        assert reply["sender"] == "bot" and reply["bot"] is True
-        answers[command] = reply["text"]
+        alice.publish("lobby", command)
+        assert alice.receive(WAIT).text == command
+        reply = alice.receive(WAIT)
+        assert reply.sender == "bot" and reply.bot is True
+        answers[command] = reply.text
     assert "/roll" in answers["/help"] and "/who" in answers["/help"]
     rolled = re.fullmatch(r"alice rolled 2d6: (\d) \+ (\d) = (\d+)", answers["/roll 2d6"])
     assert rolled and int(rolled[1]) + int(rolled[2]) == int(rolled[3])
@@ -102,18 +102,18 @@ def test_command_bot_explains_unknown_commands_and_bad_dice(serve):
     for command, expected in (("/dance", "unknown command /dance; try /help"),
                               ("/roll lots", "try /roll 2d6"),
                               ("/roll 1000d6", "1-100 dice")):
-        alice.ok("publish", channel="lobby", text=command)
-        alice.next_message()
-        assert expected in alice.next_message()["text"]
+        alice.publish("lobby", command)
+        alice.receive(WAIT)
+        assert expected in alice.receive(WAIT).text
 
 
 def test_command_bot_ignores_plain_messages(serve):
     """Only messages starting with / are commands."""
     server = serve(command_bot)
     (alice,) = _in_lobby(server, "alice")
-    alice.ok("publish", channel="lobby", text="hello /help")
-    alice.ok("publish", channel="lobby", text="marker")
-    assert [alice.next_message()["text"] for _ in range(2)] == ["hello /help", "marker"]
+    alice.publish("lobby", "hello /help")
+    alice.publish("lobby", "marker")
+    assert [alice.receive(WAIT).text for _ in range(2)] == ["hello /help", "marker"]
 
 
 def test_command_bot_name_is_configurable(serve, monkeypatch):
@@ -121,9 +121,9 @@ def test_command_bot_name_is_configurable(serve, monkeypatch):
     monkeypatch.setenv("QUART_CHAT_PLUGIN_COMMAND_BOT_NAME", "dice-master")
     server = serve(command_bot)
     (alice,) = _in_lobby(server, "alice")
-    alice.ok("publish", channel="lobby", text="/time")
-    alice.next_message()
-    assert alice.next_message()["sender"] == "dice-master"
+    alice.publish("lobby", "/time")
+    alice.receive(WAIT)
+    assert alice.receive(WAIT).sender == "dice-master"
 
 
 # -- greeter -------------------------------------------------------------------------------
@@ -135,15 +135,15 @@ def test_greeter_welcomes_each_subscriber_where_configured(serve, monkeypatch):
     monkeypatch.setenv("QUART_CHAT_PLUGIN_GREETER_TEXT", "hi {client}, this is {channel}")
     server = serve(greeter)
     alice, bob = server.connect("alice"), server.connect("bob")
-    alice.ok("subscribe", channel="lobby")
-    assert alice.next_message()["text"] == "hi alice, this is lobby"
-    bob.ok("subscribe", channel="lobby")
+    alice.subscribe("lobby")
+    assert alice.receive(WAIT).text == "hi alice, this is lobby"
+    bob.subscribe("lobby")
     for client in (alice, bob):
-        message = client.next_message()
-        assert (message["sender"], message["text"]) == ("greeter", "hi bob, this is lobby")
-    alice.ok("subscribe", channel="quiet")
-    alice.ok("subscribe", channel="room:1")
-    assert alice.next_message()["channel"] == "room:1"
+        message = client.receive(WAIT)
+        assert (message.sender, message.text) == ("greeter", "hi bob, this is lobby")
+    alice.subscribe("quiet")
+    alice.subscribe("room:1")
+    assert alice.receive(WAIT).channel == "room:1"
 
 
 # -- persistence: both plugins keep the same promises ----------------------------------------
@@ -164,7 +164,7 @@ def keeper(request, settings, tmp_path, monkeypatch):
 
 
 def _publish(client, channel, texts):
-    return [client.ok("publish", channel=channel, text=text)["mid"] for text in texts]
+    return [client.publish(channel, text) for text in texts]
 
 
 def test_persistence_serves_history_newest_first_with_before_paging(serve, keeper):
@@ -172,13 +172,13 @@ def test_persistence_serves_history_newest_first_with_before_paging(serve, keepe
     server = serve(keeper, publish_rate=1000, publish_burst=1000)
     (alice,) = _in_lobby(server, "alice")
     mids = _publish(alice, "lobby", [f"m{n}" for n in range(12)])
-    page = alice.ok("history", channel="lobby", limit=5)["messages"]
-    assert [m["text"] for m in page] == ["m11", "m10", "m9", "m8", "m7"]
-    assert [m["mid"] for m in page] == mids[::-1][:5]
-    seen = [m["text"] for m in page]
+    page = alice.history("lobby", limit=5)
+    assert [m.text for m in page] == ["m11", "m10", "m9", "m8", "m7"]
+    assert [m.mid for m in page] == mids[::-1][:5]
+    seen = [m.text for m in page]
     while page:
-        page = alice.ok("history", channel="lobby", limit=5, before=page[-1]["mid"])["messages"]
-        seen += [m["text"] for m in page]
+        page = alice.history("lobby", limit=5, before=page[-1].mid)
+        seen += [m.text for m in page]
     assert seen == [f"m{n}" for n in range(11, -1, -1)]
     assert page == []
 
@@ -188,14 +188,14 @@ def test_persistence_keeps_channels_apart_and_bot_answers_after_questions(serve,
     server = serve(keeper, command_bot)
     alice = server.connect("alice")
     for channel in ("a", "b"):
-        alice.ok("subscribe", channel=channel)
+        alice.subscribe(channel)
     _publish(alice, "a", ["in a"])
     _publish(alice, "b", ["/time"])
-    assert [m["text"] for m in alice.ok("history", channel="a")["messages"]] == ["in a"]
-    b = alice.ok("history", channel="b")["messages"]
-    assert [(m["sender"], m.get("bot", False)) for m in b] == [("bot", True), ("alice", False)]
-    assert b[1]["text"] == "/time" and b[0]["text"].startswith("server time")
-    assert alice.ok("history", channel="empty")["messages"] == []
+    assert [m.text for m in alice.history("a")] == ["in a"]
+    b = alice.history("b")
+    assert [(m.sender, m.bot) for m in b] == [("bot", True), ("alice", False)]
+    assert b[1].text == "/time" and b[0].text.startswith("server time")
+    assert alice.history("empty") == []
 
 
 def test_persistence_is_bounded_per_channel(serve, keeper):
@@ -203,8 +203,8 @@ def test_persistence_is_bounded_per_channel(serve, keeper):
     server = serve(keeper, publish_rate=1000, publish_burst=1000)
     (alice,) = _in_lobby(server, "alice")
     _publish(alice, "lobby", [f"m{n}" for n in range(40)])
-    kept = alice.ok("history", channel="lobby", limit=200)["messages"]
-    assert [m["text"] for m in kept] == [f"m{n}" for n in range(39, 14, -1)]
+    kept = alice.history("lobby", limit=200)
+    assert [m.text for m in kept] == [f"m{n}" for n in range(39, 14, -1)]
 
 
 def test_persistence_stores_the_filtered_text(serve, keeper):
@@ -212,7 +212,7 @@ def test_persistence_stores_the_filtered_text(serve, keeper):
     server = serve(keeper, moderation)
     (alice,) = _in_lobby(server, "alice")
     _publish(alice, "lobby", ["no spam please"])
-    assert alice.ok("history", channel="lobby")["messages"][0]["text"] == "no s**m please"
+    assert alice.history("lobby")[0].text == "no s**m please"
 
 
 def test_redis_history_answers_unavailable_while_redis_is_down(chat_server, redis_server,
@@ -222,11 +222,11 @@ def test_redis_history_answers_unavailable_while_redis_is_down(chat_server, redi
     monkeypatch.setenv("QUART_CHAT_PLUGIN_REDIS_HISTORY_URL", redis_url)
     server = chat_server(redis_history)
     (alice,) = _in_lobby(server, "alice")
-    alice.ok("publish", channel="lobby", text="before")
+    alice.publish("lobby", "before")
     redis_server.stop()
-    assert alice.error("history", channel="lobby")["code"] == "unavailable"
-    alice.ok("publish", channel="lobby", text="during")  # delivered; not kept (logged)
+    assert refusal(alice.history, "lobby").code == "unavailable"
+    alice.publish("lobby", "during")  # delivered; not kept (logged)
     redis_server.start()
-    alice.ok("publish", channel="lobby", text="after")
-    texts = [m["text"] for m in alice.ok("history", channel="lobby")["messages"]]
+    alice.publish("lobby", "after")
+    texts = [m.text for m in alice.history("lobby")]
     assert texts == ["after"]  # a restarted private Redis keeps nothing (no persistence)

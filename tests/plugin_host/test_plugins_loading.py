@@ -15,7 +15,7 @@ from quart_chat.config import Settings
 from quart_chat.errors import ConfigError
 from quart_chat.plugins import describe, make_plugin_manager
 
-from .kit import EXAMPLES, REPO
+from .kit import EXAMPLES, REPO, WAIT
 
 SHOUT = '''
 from quart_chat import hookimpl
@@ -64,12 +64,24 @@ def _cli(*args, env=None):
 def test_plugins_load_from_an_installed_entry_point(site, serve):
     """A package's [quart_chat] entry point is loaded and its hooks run."""
     _dist(site, "qc_shout_ep", SHOUT.format(tag="ep"), "shout")
-    server = serve()
+    server = serve(entry_points=True)
     assert "shout" in dict(describe(server.service.pm))
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("publish", channel="lobby", text="hi")
-    assert alice.next_message()["text"] == "HI (ep)"
+    alice.subscribe("lobby")
+    alice.publish("lobby", "hi")
+    assert alice.receive(WAIT).text == "HI (ep)"
+
+
+def test_the_chat_server_fixture_loads_only_the_plugins_a_test_passes(site, serve):
+    """An installed entry-point plugin stays out of a chat_server test unless asked for,
+    so a test's result does not depend on what else is installed."""
+    _dist(site, "qc_shout_ep2", SHOUT.format(tag="ep"), "shout")
+    server = serve()
+    assert describe(server.service.pm) == []
+    alice = server.connect("alice")
+    alice.subscribe("lobby")
+    alice.publish("lobby", "hi")
+    assert alice.receive(WAIT).text == "hi"
 
 
 def test_plugins_load_every_py_file_of_the_plugins_dir(tmp_path, serve):
@@ -81,9 +93,9 @@ def test_plugins_load_every_py_file_of_the_plugins_dir(tmp_path, serve):
     names = [name for name, _ in describe(server.service.pm)]
     assert names == [f"shout ({folder / 'shout.py'})"]
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("publish", channel="lobby", text="hi")
-    assert alice.next_message()["text"] == "HI (dir)"
+    alice.subscribe("lobby")
+    alice.publish("lobby", "hi")
+    assert alice.receive(WAIT).text == "HI (dir)"
 
 
 def test_plugins_load_by_module_name(site, serve):
@@ -93,9 +105,9 @@ def test_plugins_load_by_module_name(site, serve):
     server = serve(plugins=("qc_pkg.shout",))
     assert [name for name, _ in describe(server.service.pm)] == ["qc_pkg.shout"]
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("publish", channel="lobby", text="hi")
-    assert alice.next_message()["text"] == "HI (mod)"
+    alice.subscribe("lobby")
+    alice.publish("lobby", "hi")
+    assert alice.receive(WAIT).text == "HI (mod)"
 
 
 def test_plugins_the_same_module_from_two_sources_registers_once(site):

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from quart_chat.pytest_plugin import ChatClient
+from quart_chat import ChatClient
 from quart_chat.testing import ServerProcess
 
-from .kit import EXAMPLES, REPO
+from .kit import EXAMPLES, REPO, WAIT
 
 
 def _until_markers(clients, count_markers):
@@ -16,9 +16,9 @@ def _until_markers(clients, count_markers):
     for name, client in clients.items():
         messages, markers = [], 0
         while markers < count_markers:
-            message = client.next_message()
+            message = client.receive(WAIT)
             messages.append(message)
-            markers += message["text"].startswith("marker")
+            markers += message.text.startswith("marker")
         received[name] = messages
     return received
 
@@ -32,20 +32,20 @@ def test_command_bot_answers_each_command_once_with_two_processes(processes):
     bob = ChatClient(second.ws_url, "bob")
     try:
         for client in (alice, bob):
-            client.ok("subscribe", channel="game")
+            client.subscribe("game")
         commands = ["/roll 2d6", "/who", "/time"]
         for command in commands:
-            alice.ok("publish", channel="game", text=command)
-        bob.ok("publish", channel="game", text="/help")  # a command on the other process
-        alice.ok("publish", channel="game", text="marker from alice")
-        bob.ok("publish", channel="game", text="marker from bob")
+            alice.publish("game", command)
+        bob.publish("game", "/help")  # a command on the other process
+        alice.publish("game", "marker from alice")
+        bob.publish("game", "marker from bob")
         received = _until_markers({"alice": alice, "bob": bob}, 2)
         for messages in received.values():
-            answers = [m["text"] for m in messages if m["sender"] == "bot"]
+            answers = [m.text for m in messages if m.sender == "bot"]
             assert len(answers) == 4, answers
             assert "in game: alice, bob" in answers  # /who sees both processes' clients
-        history = alice.ok("history", channel="game", limit=100)["messages"]
-        assert sum(m["sender"] == "bot" for m in history) == 4
+        history = alice.history("game", limit=100)
+        assert sum(m.sender == "bot" for m in history) == 4
     finally:
         alice.close()
         bob.close()
@@ -57,20 +57,20 @@ def test_redis_history_is_shared_by_processes_and_outlives_them(processes):
     env = {"QUART_CHAT_PLUGINS": "redis_history"}
     first, second = processes(env), processes(env)
     alice = ChatClient(first.ws_url, "alice")
-    alice.ok("subscribe", channel="news")
-    mids = [alice.ok("publish", channel="news", text=f"item {n}")["mid"] for n in range(5)]
+    alice.subscribe("news")
+    mids = [alice.publish("news", f"item {n}") for n in range(5)]
     alice.close()
     bob = ChatClient(second.ws_url, "bob")
-    page = bob.ok("history", channel="news", limit=3)["messages"]
-    assert [m["mid"] for m in page] == mids[:1:-1]
-    older = bob.ok("history", channel="news", limit=3, before=page[-1]["mid"])["messages"]
-    assert [m["text"] for m in older] == ["item 1", "item 0"]
+    page = bob.history("news", limit=3)
+    assert [m.mid for m in page] == mids[:1:-1]
+    older = bob.history("news", limit=3, before=page[-1].mid)
+    assert [m.text for m in older] == ["item 1", "item 0"]
     bob.close()
     first.stop()
     second.stop()
     third = processes(env)
     carol = ChatClient(third.ws_url, "carol")
-    assert [m["text"] for m in carol.ok("history", channel="news")["messages"]] == [
+    assert [m.text for m in carol.history("news")] == [
         f"item {n}" for n in range(4, -1, -1)]
     carol.close()
 
@@ -85,14 +85,14 @@ def test_sqlite_history_survives_a_server_restart(tmp_path):
            "QUART_CHAT_PLUGIN_SQLITE_HISTORY_PATH": str(tmp_path / "chat.sqlite3")}
     with ServerProcess(env) as server:
         alice = ChatClient(server.ws_url, "alice")
-        alice.ok("subscribe", channel="diary")
+        alice.subscribe("diary")
         for n in range(3):
-            alice.ok("publish", channel="diary", text=f"day {n}")
+            alice.publish("diary", f"day {n}")
         alice.close()
         assert server.stop() == 0
     with ServerProcess(env) as server:
         bob = ChatClient(server.ws_url, "bob")
-        history = bob.ok("history", channel="diary")["messages"]
+        history = bob.history("diary")
         bob.close()
-    assert [(m["sender"], m["text"]) for m in history] == [
+    assert [(m.sender, m.text) for m in history] == [
         ("alice", "day 2"), ("alice", "day 1"), ("alice", "day 0")]

@@ -57,12 +57,14 @@ def test_plugins_trace_logs_every_hook_call_with_its_plugin(serve, monkeypatch, 
     caplog.set_level(logging.INFO, logger="quart_chat.plugins")
     server = serve(Traced())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("publish", channel="lobby", text="hi")
+    alice.subscribe("lobby")
+    alice.publish("lobby", "hi")
     assert "trace: Traced.filter_message took" in caplog.text
 
 
 PLUGIN_AUTHOR_TEST = '''
+import pytest
+
 from quart_chat import Rejected, hookimpl
 
 
@@ -78,18 +80,20 @@ def test_my_plugin(chat_server):
     server = chat_server(Shout(), hook_timeout=1.0)
     alice, bob = server.connect("alice"), server.connect("bob")
     for client in (alice, bob):
-        client.ok("subscribe", channel="lobby")
-    assert alice.error("publish", channel="lobby", text="HEY")["message"] == "no shouting"
-    alice.ok("publish", channel="lobby", text="hi")
-    assert bob.next_message()["text"] == "hi!"
+        client.subscribe("lobby")
+    with pytest.raises(Rejected, match="no shouting"):
+        alice.publish("lobby", "HEY")
+    bob.assert_quiet(0.2)
+    alice.publish("lobby", "hi")
+    assert bob.receive(timeout=5).text == "hi!"
 
 
 def test_my_plugin_fails_when_it_should(chat_server):
     server = chat_server(Shout())
     alice = server.connect("alice")
-    alice.ok("subscribe", channel="lobby")
-    alice.ok("publish", channel="lobby", text="hi")
-    assert alice.next_message()["text"] == "hi"   # wrong on purpose: it is "hi!"
+    alice.subscribe("lobby")
+    alice.publish("lobby", "hi")
+    assert alice.receive(timeout=5).text == "hi"   # wrong on purpose: it is "hi!"
 '''
 
 
