@@ -42,9 +42,16 @@ def _setting_options(command: Callable[..., Any]) -> Callable[..., Any]:
         multiple = typing.get_origin(hint) is tuple
         base = next((a for a in typing.get_args(hint) if a is not type(None)), hint)
         kind = str if multiple else {int: int, float: float}.get(base, str)
-        default = field.default if not multiple else ",".join(field.default)
+        default = ",".join(field.default) if multiple else field.default
+        if base is bool:
+            default = "on" if field.default else "off"
         env = ENV_PREFIX + field.name.upper()
         text = f"{docs.get(field.name, '')} [env {env}; default {default or 'unset'}]"
+        if base is bool:  # a switch: --reload / --no-reload, "not given" when absent
+            name = field.name.replace("_", "-")
+            command = click.option(f"--{name}/--no-{name}", field.name, default=None,
+                                   help=text)(command)
+            continue
         command = click.option(*flags, field.name, type=kind, multiple=multiple, default=None,
                                help=text)(command)
     return command
@@ -98,7 +105,7 @@ def serve(**options: Any) -> None:
 @_setting_options
 def plugins_command(**options: Any) -> None:
     """List the plugins that would load, and the hooks each implements."""
-    from .plugins import describe, make_plugin_manager
+    from .plugins import describe, make_plugin_manager, origin_of
 
     try:
         pm = make_plugin_manager(settings_from(options))
@@ -108,7 +115,8 @@ def plugins_command(**options: Any) -> None:
     if not rows:
         click.echo("no plugins loaded")
     for name, hooks in rows:
-        click.echo(f"{name}\n    hooks: {', '.join(hooks) or '(none)'}")
+        click.echo(f"{name}\n    hooks: {', '.join(hooks) or '(none)'}\n"
+                   f"    from: {origin_of(pm, name)}")
 
 
 def _configure_logging(settings: Settings) -> None:

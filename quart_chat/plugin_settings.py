@@ -19,17 +19,19 @@ variable, so a typo stops startup instead of being ignored.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from .config import parse_bool
 from .errors import ConfigError
 
 PLUGIN_ENV_PREFIX = "QUART_CHAT_PLUGIN_"
 
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
+#: Every variable a plugin in this process declared: the rest are misspellings.
+_declared: set[str] = set()
 
 
 def env_name(plugin: str, key: str) -> str:
@@ -82,6 +84,7 @@ def plugin_settings(
     values = {}
     for key, default in defaults.items():
         name = env_name(plugin, key)
+        _declared.add(name)
         raw = environ.get(name)
         values[key] = default if raw is None else _convert(name, default, raw)
     return PluginSettings(plugin, values)
@@ -89,12 +92,7 @@ def plugin_settings(
 
 def _convert(name: str, default: Any, raw: str) -> Any:
     if isinstance(default, bool):
-        lowered = raw.strip().lower()
-        if lowered in _TRUE:
-            return True
-        if lowered in _FALSE:
-            return False
-        raise ConfigError(f"{name}: expected true or false, got {raw!r}")
+        return parse_bool(name, raw)
     if isinstance(default, tuple):
         return tuple(item.strip() for item in raw.split(",") if item.strip())
     if isinstance(default, (int, float)):
@@ -104,3 +102,17 @@ def _convert(name: str, default: Any, raw: str) -> Any:
             kind = "an integer" if isinstance(default, int) else "a number"
             raise ConfigError(f"{name}: expected {kind}, got {raw!r}") from None
     return raw
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each ``QUART_CHAT_PLUGIN_*`` variable no plugin declared (so far:
+    call it once plugins have started), with the nearest declared name when one is close.
+    """
+    environ = os.environ if environ is None else environ
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(PLUGIN_ENV_PREFIX) and name not in _declared:
+            close = difflib.get_close_matches(name, _declared, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.append(f"{name} is set but no loaded plugin reads it{hint}")
+    return warnings

@@ -144,8 +144,12 @@ class Session:
         """Ask the session to end with ``code``; the first reason given wins."""
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-            if self._closing is not None and not self._closing.done():
-                self._closing.set_result(None)
+            closing = self._closing
+            if closing is not None and not closing.done():
+                if _on_loop(closing.get_loop()):
+                    closing.set_result(None)
+                else:  # a sync hook, in its worker thread
+                    closing.get_loop().call_soon_threadsafe(_resolve, closing)
 
     # -- the connection ------------------------------------------------------------------
 
@@ -363,3 +367,15 @@ class Session:
                 log.info("session %s: no pong or frame for %.1fs; closing", self.id, silent)
                 self.close(protocol.CLOSE_DEAD_PEER, "no pong: peer presumed dead")
                 return
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
