@@ -180,7 +180,8 @@ def run_worker(settings: Settings, config: Any, sockets: Any = None,
     try:
         _event_loop_runner()(main())
     except LifespanFailureError as exc:
-        click.echo(f"quart-chat: startup failed: {exc.__cause__ or exc}", err=True)
+        reason = chat_service(app).startup_failure or exc.__cause__ or exc
+        click.echo(f"quart-chat: startup failed: {reason}", err=True)
         return 1
     except OSError as exc:
         click.echo(f"quart-chat: cannot listen on {settings.bind}: {exc}", err=True)

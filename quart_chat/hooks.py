@@ -33,7 +33,7 @@ import pluggy
 
 from . import metrics
 from .bots import Bot, bot_name
-from .errors import ChatError, InternalError
+from .errors import ChatError, ConfigError, InternalError
 from .protocol import Message
 
 if TYPE_CHECKING:
@@ -73,7 +73,15 @@ RETURNS: dict[str, tuple[str, Callable[[object], bool]]] = {
 
 class HookFailed(InternalError):
     """A plugin raised, timed out or returned the wrong type; the client sees
-    ``internal``, the log the details."""
+    ``internal``, the log the details.
+
+    :attr:`detail` names the plugin and its own message: what ``quart-chat serve``
+    prints last when a ``startup`` fails.
+    """
+
+    def __init__(self, hook_name: str, detail: str) -> None:
+        super().__init__(f"a server plugin failed ({hook_name})")
+        self.detail = detail
 
 
 class Hooks:
@@ -257,18 +265,17 @@ class Hooks:
             outcome = "raised" if failure else f"rejected ({exc.code}: {exc})"
             raise
         except TimeoutError as exc:
-            if deadline is None or not deadline.expired():
-                failure, outcome = "failed", f"raised {exc!r}"
-                log.exception("plugin %s: hook %s raised", impl.plugin_name, hook_name)
-            else:
+            if deadline is not None and deadline.expired():
                 failure, outcome = "timeout", "timed out"
                 log.error("plugin %s: hook %s timed out after %.1fs; it was at:\n%s",
                           impl.plugin_name, hook_name, self.timeout, call.stack(exc))
-            raise HookFailed(f"a server plugin failed ({hook_name})") from None
+                raise HookFailed(hook_name, f"plugin {impl.plugin_name}: {hook_name} timed "
+                                 f"out after {self.timeout:g}s") from None
+            failure, outcome = "failed", f"raised {exc!r}"
+            raise self._raised(impl, hook_name, exc) from None
         except Exception as exc:
             failure, outcome = "failed", f"raised {exc!r}"
-            log.exception("plugin %s: hook %s raised", impl.plugin_name, hook_name)
-            raise HookFailed(f"a server plugin failed ({hook_name})") from None
+            raise self._raised(impl, hook_name, exc) from None
         finally:
             if slow is not None:
                 slow.cancel()
@@ -279,6 +286,21 @@ class Hooks:
                 log.info("trace: %s.%s took %.2f ms%s: %s", impl.plugin_name, hook_name,
                          seconds * 1000, flag, outcome)
         return value
+
+    @staticmethod
+    def _raised(impl: pluggy.HookImpl, hook_name: str, exc: Exception) -> HookFailed:
+        """Log what an implementation raised; the HookFailed to raise instead.
+
+        A ConfigError is the plugin's own clear message about a setting: logged without
+        the traceback, which would only bury it.
+        """
+        name = impl.plugin_name
+        if isinstance(exc, ConfigError):
+            log.error("plugin %s: hook %s: %s", name, hook_name, exc)
+            return HookFailed(hook_name, f"plugin {name}: {exc}")
+        log.error("plugin %s: hook %s raised", name, hook_name, exc_info=exc)
+        return HookFailed(hook_name, f"plugin {name}: {hook_name} raised "
+                                     f"{type(exc).__name__}: {exc}")
 
     def _check(self, impl: pluggy.HookImpl, hook_name: str, value: object) -> str:
         """The trace outcome of a returned value; a value the spec does not allow is
@@ -293,9 +315,9 @@ class Hooks:
                             "return None)", impl.plugin_name, hook_name, _shown(value))
             return "passed"
         if not expected[1](value):
-            log.error("plugin %s: hook %s returned %s; expected %s", impl.plugin_name,
-                      hook_name, _shown(value), expected[0])
-            raise HookFailed(f"a server plugin failed ({hook_name})")
+            mistake = f"{hook_name} returned {_shown(value)}; expected {expected[0]}"
+            log.error("plugin %s: hook %s", impl.plugin_name, mistake)
+            raise HookFailed(hook_name, f"plugin {impl.plugin_name}: {mistake}")
         return "rejected (refused)" if value is False else "answered"
 
     async def _in_thread(self, call: _Running, function: Callable[..., Any],
@@ -374,6 +396,7 @@ def _checked_rewrite(before: Message, after: Message, plugin_name: str) -> Messa
     filter may rewrite (text, ts)."""
     changed = [name for name in FIXED_FIELDS if getattr(after, name) != getattr(before, name)]
     if changed:
-        log.error("plugin %s: filter_message may not change %s", plugin_name, ", ".join(changed))
-        raise HookFailed("a server plugin failed (filter_message)")
+        mistake = f"filter_message may not change {', '.join(changed)}"
+        log.error("plugin %s: %s", plugin_name, mistake)
+        raise HookFailed("filter_message", f"plugin {plugin_name}: {mistake}")
     return after
