@@ -82,7 +82,7 @@ class ChatService:
         """Connect the broker and start plugins; raises if either cannot start."""
         await self.broker.start(self.hub.deliver, self._on_gap)
         for name, hooks in describe(self.pm):
-            log.info("plugin %s: %s; hooks: %s", name, origin_of(self.pm, name),
+            log.info("plugin %s loaded: %s; hooks: %s", name, origin_of(self.pm, name),
                      ", ".join(hooks) or "(none)")
         try:
             await self.hooks.startup(app)  # on failure it has run every shutdown
