@@ -63,7 +63,7 @@ class Commands:
         self.help_command = help_command
         self._commands: dict[str, Command] = {}
 
-    def command(self, name: str, *, help: str = "") -> Callable[[F], F]:  # noqa: A002
+    def command(self, name: str, *, help: str = "") -> Callable[[F], F]:
         """Register the decorated function as command ``name`` (matched case-insensitively)."""
 
         def register(function: F) -> F:

@@ -118,7 +118,7 @@ def test_plugins_trace_says_what_each_hook_did_and_flags_slow_ones(serve, caplog
 
     class Judge:
         @hookimpl
-        async def filter_message(self, message):
+        def filter_message(self, message):  # sync: it runs in a worker thread
             if message.text == "HELLO":
                 raise Rejected("no shouting")
             if message.text == "slow":
