@@ -13,7 +13,7 @@ round ends when every client received every message (or ``--timeout`` passes).
 
 Throughput on a shared machine is noisy, so two steadier numbers are reported too: the
 CPU time the server and redis-server spent per published message (from /proc), and
-the CPU time of the publish path alone (``ChatService.publish`` in this process with
+the CPU time of the publish path alone (``ChatService.publish_message`` in this process with
 the Redis broker, no sockets) with and without the plugins.
 
     python bench/plugins_cost.py                      # defaults: 3 rounds, 4 x 2000 messages
@@ -114,7 +114,7 @@ async def _publish_path(url: str, plugins: list[object], count: int) -> float:
                         mid=new_mid(ts)) for n in range(count)]
     start = time.process_time()
     for message in messages:
-        await service.publish(message, None)
+        await service.publish_message(message, None)
     elapsed = time.process_time() - start
     await service.stop(app)
     return elapsed / count * 1e6

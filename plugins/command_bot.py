@@ -1,10 +1,11 @@
-"""Command bot: answers ``!roll 2d6`` (or ``/roll``), ``!help``, ``!who``, ``!time``,
+"""Command bot: answers ``!roll 2d6``, ``!who``, ``!time`` and ``!help`` in the channel,
 and the function ``roll`` that clients ``call``.
 
-A message starting with ``!`` or ``/`` is a command; unknown commands get a list of the
-known ones. The bot answers once per command even with many server processes, because
-``message_published`` runs only on the process that accepted the message. It never
-answers other bots (the host mutes ``bot`` for bot messages).
+Built on :class:`quart_chat.Commands`: a message starting with ``!`` (or ``/``) is a command,
+``!help`` lists them, an unknown one is pointed at ``!help`` and bad arguments are
+explained to the sender. The bot answers once per command even with many server
+processes, because ``message_published`` runs only on the process that accepted the
+message. It never answers other bots (the host mutes ``bot`` for bot messages).
 
 The same dice, as a function: ``{"type": "call", "method": "roll", "params": {"dice":
 "2d6"}, "id": 1}`` answers ``{"dice": "2d6", "rolls": [3, 5], "bonus": 0, "total": 8}``
@@ -22,11 +23,10 @@ from __future__ import annotations
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from quart_chat import Message, Rejected, hookimpl, plugin_settings
+from quart_chat import BadArguments, Commands, Message, Rejected, hookimpl, plugin_settings
 
 if TYPE_CHECKING:
     from quart_chat import Bot, Session
@@ -35,10 +35,9 @@ BOT_NAME = "bot"
 MAX_DICE = 100
 MAX_SIDES = 1000
 
-#: A message starting with one of these is a command.
-PREFIXES = ("!", "/")
-
 _DICE = re.compile(r"(\d*)d(\d+)([+-]\d+)?", re.IGNORECASE)
+
+commands = Commands(prefix=("!", "/"))  # /roll works too, as it always did
 
 
 @hookimpl
@@ -50,17 +49,7 @@ def startup() -> None:
 
 @hookimpl
 async def message_published(message: Message, bot: Bot) -> None:
-    text = message.text.strip()
-    if text[:1] not in PREFIXES or message.bot:
-        return
-    command, _, args = text[1:].partition(" ")
-    handler = COMMANDS.get(command.lower())
-    if handler is None:
-        known = ", ".join(text[0] + name for name in COMMANDS)
-        answer = f"unknown command {text[0]}{command}; try {known}"
-    else:
-        answer = await handler(message, args.strip(), bot)
-    await bot.reply(message, answer)
+    await commands.handle(message, bot)
 
 
 @hookimpl
@@ -68,9 +57,10 @@ async def call(session: Session, method: str, params: dict[str, Any], bot: Bot) 
     if method != "roll":
         return None  # not ours: another plugin may answer, else unknown_method
     dice = params.get("dice", "1d6")
-    result = roll(dice if isinstance(dice, str) else "")
-    if isinstance(result, str):
-        raise Rejected(f"{result}: try 2d6 or d20+3")
+    try:
+        result = throw(dice if isinstance(dice, str) else "")
+    except BadArguments as exc:
+        raise Rejected(f"{exc}: try 2d6 or d20+3") from None
     if params.get("announce"):
         await bot.publish(str(params.get("channel")), result.told(session.client_id))
     return asdict(result)
@@ -90,45 +80,30 @@ class Roll:
         return f"{who} rolled {self.dice}: {shown} = {self.total}"
 
 
-def roll(dice: str) -> Roll | str:
-    """Throw ``dice`` (``2d6``, ``d20+3``); a Roll, or why it cannot be read."""
+def throw(dice: str) -> Roll:
+    """Throw ``dice`` (``2d6``, ``d20+3``); raises :class:`BadArguments` if unreadable."""
     match = _DICE.fullmatch(dice)
     if match is None:
-        return f"cannot read {dice!r}"
+        raise BadArguments(f"cannot read {dice!r}")
     count, sides = int(match.group(1) or 1), int(match.group(2))
     bonus = int(match.group(3) or 0)
     if not (1 <= count <= MAX_DICE and 2 <= sides <= MAX_SIDES):
-        return f"a roll takes 1-{MAX_DICE} dice of 2-{MAX_SIDES} sides"
+        raise BadArguments(f"a roll takes 1-{MAX_DICE} dice of 2-{MAX_SIDES} sides")
     rolls = [random.randint(1, sides) for _ in range(count)]
     return Roll(dice, rolls, bonus, sum(rolls) + bonus)
 
 
-async def _help(message: Message, args: str, bot: Bot) -> str:
-    p = message.text.strip()[0]  # answer in the prefix the client used
-    return (f"commands: {p}help (this), {p}roll 2d6 (dice, e.g. {p}roll d20+3), "
-            f"{p}who (who is in this channel), {p}time (server time, UTC)")
+@commands.command("roll", help="roll dice: !roll 2d6, !roll d20+3")
+def roll(message: Message, args: str) -> str:
+    return throw(args or "1d6").told(message.sender)
 
 
-async def _roll(message: Message, args: str, bot: Bot) -> str:
-    result = roll(args or "1d6")
-    if isinstance(result, str):
-        prefix = message.text.strip()[0]
-        return f"{result}: try {prefix}roll 2d6 or {prefix}roll d20+3"
-    return result.told(message.sender)
-
-
-async def _who(message: Message, args: str, bot: Bot) -> str:
+@commands.command("who", help="who is in this channel")
+async def who(message: Message, bot: Bot) -> str:
     clients = await bot.presence(message.channel)
     return f"in {message.channel}: {', '.join(clients) or 'nobody'}"
 
 
-async def _time(message: Message, args: str, bot: Bot) -> str:
+@commands.command("time", help="server time, UTC")
+def server_time() -> str:
     return "server time: " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-COMMANDS: dict[str, Callable[[Message, str, Bot], Awaitable[str]]] = {
-    "help": _help,
-    "roll": _roll,
-    "who": _who,
-    "time": _time,
-}

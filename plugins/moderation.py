@@ -59,7 +59,7 @@ def startup() -> None:
 
 
 @hookimpl
-def filter_message(message: Message, session: object | None) -> Message | None:
+async def filter_message(message: Message, session: object | None) -> Message | None:
     if session is None or _pattern is None:
         return None
     client = message.sender

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # what mypy and IDEs see; at run time __getattr__ imports on 
     from .backends.keys import channel_key
     from .bots import Bot
     from .client import ChatClient
+    from .commands import BadArguments, Commands
     from .config import Settings
     from .embedded import RedisMissing, start_redis, start_server
     from .errors import ChatError, Forbidden, Rejected, Unavailable
@@ -36,10 +37,12 @@ if TYPE_CHECKING:  # what mypy and IDEs see; at run time __getattr__ imports on 
 
 #: Public name -> the submodule that defines it (one line per name: easy to extend).
 _EXPORTS = {
+    "BadArguments": "commands",
     "Bot": "bots",
     "ChatClient": "client",
     "ChatError": "errors",
     "ChatWidget": "widgets",  # needs ipywidgets (the notebook extra)
+    "Commands": "commands",
     "Forbidden": "errors",
     "Message": "protocol",
     "RedisMissing": "embedded",
@@ -60,10 +63,12 @@ _EXPORTS = {
 # Written out (not built from _EXPORTS) so that mypy and ruff see the re-exports;
 # tests/test_front_door.py checks that the two agree.
 __all__ = [
+    "BadArguments",
     "Bot",
     "ChatClient",
     "ChatError",
     "ChatWidget",
+    "Commands",
     "Forbidden",
     "Message",
     "RedisMissing",

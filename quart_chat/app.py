@@ -33,6 +33,9 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     logging.getLogger("quart_chat").setLevel(settings.log_level.upper())
     app = Quart(__name__)
     service = ChatService(settings, plugins)
+    # Quart logs a before_serving failure with its traceback; a plugin's startup failure
+    # was logged where it happened, in the plugin's words, and must not be buried.
+    app.logger.addFilter(lambda record: service.startup_failure is None)
     app.extensions[EXTENSION] = service
 
     sampler: list[asyncio.Task[None]] = []

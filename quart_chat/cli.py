@@ -105,7 +105,7 @@ def serve(**options: Any) -> None:
 @_setting_options
 def plugins_command(**options: Any) -> None:
     """List the plugins that would load, and the hooks each implements."""
-    from .plugins import describe, make_plugin_manager
+    from .plugins import describe, make_plugin_manager, origin_of
 
     try:
         pm = make_plugin_manager(settings_from(options))
@@ -115,7 +115,8 @@ def plugins_command(**options: Any) -> None:
     if not rows:
         click.echo("no plugins loaded")
     for name, hooks in rows:
-        click.echo(f"{name}\n    hooks: {', '.join(hooks) or '(none)'}")
+        click.echo(f"{name}\n    hooks: {', '.join(hooks) or '(none)'}\n"
+                   f"    from: {origin_of(pm, name)}")
 
 
 @main.command("publish")
@@ -237,7 +238,8 @@ def run_worker(settings: Settings, config: Any, sockets: Any = None,
     try:
         _event_loop_runner()(main())
     except LifespanFailureError as exc:
-        click.echo(f"quart-chat: startup failed: {exc.__cause__ or exc}", err=True)
+        reason = chat_service(app).startup_failure or exc.__cause__ or exc
+        click.echo(f"quart-chat: startup failed: {reason}", err=True)
         return 1
     except OSError as exc:
         click.echo(f"quart-chat: cannot listen on {settings.bind}: {exc}", err=True)

@@ -32,6 +32,9 @@ class Settings:
     api_key: str | None = dataclasses.field(default=None, repr=False)
     #: Address ``quart-chat serve`` listens on (``HOST:PORT``).
     bind: str = "127.0.0.1:8000"
+    #: Plugin names not to load, comma-separated (``-p no:NAME`` does the same for one):
+    #: entry point names, ``-p`` module names, plugin file names without ``.py``.
+    disable_plugins: tuple[str, ...] = ()
     #: Inbound frames per second per session (burst: twice that); more get ``rate_limited``.
     frame_rate: float = 1000.0
     #: Seconds a plugin hook may run before it is abandoned and logged.
@@ -83,10 +86,13 @@ class Settings:
     #: Seconds a client may stay silent (no frame, no pong) after a ping before it is
     #: closed as a dead peer (4001).
     ping_timeout: float = 20 * SECONDS
-    #: Module paths of plugins to load (``-p``), comma-separated in the environment.
+    #: Module paths of plugins to load (``-p``; found in the working directory too),
+    #: comma-separated in the environment; ``no:NAME`` switches plugin NAME off.
     plugins: tuple[str, ...] = ()
-    #: Folder whose ``*.py`` files are loaded as plugins.
-    plugins_dir: str | None = None
+    #: Folders whose ``*.py`` files are loaded as plugins (repeatable; separated by
+    #: ``os.pathsep`` in the environment, ``:`` on Unix).
+    plugins_dir: tuple[str, ...] = dataclasses.field(
+        default=(), metadata={"separator": os.pathsep})
     #: Publishes one session may burst before ``publish_rate`` applies.
     publish_burst: int = 40
     #: Sustained publishes per second per session (token bucket).
@@ -98,10 +104,24 @@ class Settings:
     redis_url: str | None = None
     #: Seconds between liveness probes of the Redis pub/sub connection.
     redis_probe_interval: float = 1 * SECONDS
+    #: Development only: reload a plugin in place when its file (or ``-p`` module) changes.
+    reload: bool = False
     #: Seconds to wait for shutdown to close sessions before giving up.
     shutdown_timeout: float = 5 * SECONDS
+    #: Seconds after which a running hook is logged as slow, with its stack (0: never).
+    slow_hook_seconds: float = 1 * SECONDS
+    #: Log every hook call: plugin, outcome (passed, answered, rejected, raised) and time.
+    trace_plugins: bool = False
     #: Server processes ``quart-chat serve`` starts (needs Redis when more than one).
     workers: int = 1
+
+    def __post_init__(self) -> None:
+        # A plain string given to a tuple field in code (``Settings(plugins_dir="dir")``,
+        # as before it was a tuple) means what it means in the environment.
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, str) and isinstance(field.default, tuple):
+                object.__setattr__(self, field.name, _split(field, value))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -122,12 +142,12 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied; strings are converted to the field's type."""
         hints = typing.get_type_hints(type(self))
-        known = {field.name for field in dataclasses.fields(self)}
+        fields = {field.name: field for field in dataclasses.fields(self)}
         converted = {}
         for name, value in changes.items():
-            if name not in known:
+            if name not in fields:
                 raise ConfigError(f"unknown setting {name!r}")
-            converted[name] = _convert(name, hints[name], value)
+            converted[name] = _convert(fields[name], hints[name], value)
         settings = dataclasses.replace(self, **converted)
         settings.validate()
         return settings
@@ -163,6 +183,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env(name)} must be greater than 0")
+        if self.slow_hook_seconds < 0:
+            raise ConfigError(f"{_env('slow_hook_seconds')} must be 0 (off) or more")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"{_env('log_format')} must be text or json")
         if self.jwks_url and not self.jwks_url.startswith(("https://", "http://")):
@@ -182,8 +204,31 @@ def _env(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def _convert(name: str, hint: Any, value: Any) -> Any:
+#: How the environment spells a boolean setting.
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def parse_bool(variable: str, raw: str) -> bool:
+    """``1 true yes on`` / ``0 false no off`` (or empty), any case; else ConfigError."""
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{variable}: expected true or false, got {raw!r}")
+
+
+def _split(field: dataclasses.Field[Any], value: str) -> tuple[str, ...]:
+    """A tuple setting from its environment form: comma-separated unless the field
+    names another separator (paths: ``os.pathsep``)."""
+    separator = field.metadata.get("separator", ",")
+    return tuple(item.strip() for item in value.split(separator) if item.strip())
+
+
+def _convert(field: dataclasses.Field[Any], hint: Any, value: Any) -> Any:
     """Turn an environment string (or an already typed value) into the field's type."""
+    name = field.name
     optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
     if optional:
         (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
@@ -191,7 +236,7 @@ def _convert(name: str, hint: Any, value: Any) -> Any:
             return None
     if typing.get_origin(hint) is tuple:
         if isinstance(value, str):
-            return tuple(item.strip() for item in value.split(",") if item.strip())
+            return _split(field, value)
         return tuple(value)
     if not isinstance(value, str):
         return value
@@ -203,15 +248,3 @@ def _convert(name: str, hint: Any, value: Any) -> Any:
         kind = {int: "an integer", float: "a number"}.get(hint, hint.__name__)
         raise ConfigError(f"{_env(name)}: expected {kind}, got {value!r}") from None
 
-
-_TRUE = frozenset({"1", "true", "yes", "on"})
-_FALSE = frozenset({"0", "false", "no", "off", ""})
-
-
-def parse_bool(variable: str, value: str) -> bool:
-    """An environment switch (server or plugin setting): ``true``/``false``, also 1/0,
-    yes/no, on/off; empty is false. Anything else names ``variable`` in the error."""
-    lowered = value.strip().lower()
-    if lowered in _TRUE or lowered in _FALSE:
-        return lowered in _TRUE
-    raise ConfigError(f"{variable}: expected true or false, got {value!r}")

@@ -3,8 +3,11 @@
 The hook names and signatures are a public contract. Any implementation may be a plain
 function or an ``async def`` (hence the ``MaybeAwaitable`` return types): the server
 calls each implementation itself, awaits it and applies the combination rule declared
-here (see :mod:`quart_chat.hooks`). A hook that raises or runs past ``hook_timeout`` is
-logged with its plugin's name; it never takes down a session or the server.
+here (see :mod:`quart_chat.hooks`). A plain function runs in a worker thread (except
+``startup`` and ``shutdown``, which run on the event loop), so a blocking one cannot
+freeze other clients; an ``async def`` runs on the loop and must not block. A hook that
+raises, runs past ``hook_timeout`` or returns what its spec does not allow is logged
+with its plugin's name; it never takes down a session or the server.
 
 ``firstresult=True`` marks the hooks where the first non-None answer wins. pluggy alone
 cannot apply that rule to ``async def`` implementations (a coroutine is never None), so

@@ -19,6 +19,7 @@ variable, so a typo stops startup instead of being ignored.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Iterator, Mapping
@@ -28,6 +29,9 @@ from .config import parse_bool
 from .errors import ConfigError
 
 PLUGIN_ENV_PREFIX = "QUART_CHAT_PLUGIN_"
+
+#: Every variable a plugin in this process declared: the rest are misspellings.
+_declared: set[str] = set()
 
 
 def env_name(plugin: str, key: str) -> str:
@@ -80,6 +84,7 @@ def plugin_settings(
     values = {}
     for key, default in defaults.items():
         name = env_name(plugin, key)
+        _declared.add(name)
         raw = environ.get(name)
         values[key] = default if raw is None else _convert(name, default, raw)
     return PluginSettings(plugin, values)
@@ -97,3 +102,17 @@ def _convert(name: str, default: Any, raw: str) -> Any:
             kind = "an integer" if isinstance(default, int) else "a number"
             raise ConfigError(f"{name}: expected {kind}, got {raw!r}") from None
     return raw
+
+
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each ``QUART_CHAT_PLUGIN_*`` variable no plugin declared (so far:
+    call it once plugins have started), with the nearest declared name when one is close.
+    """
+    environ = os.environ if environ is None else environ
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(PLUGIN_ENV_PREFIX) and name not in _declared:
+            close = difflib.get_close_matches(name, _declared, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            warnings.append(f"{name} is set but no loaded plugin reads it{hint}")
+    return warnings

@@ -33,10 +33,12 @@ from .errors import (
     Unavailable,
     UnknownMethod,
 )
-from .hooks import Hooks
+from .hooks import HookFailed, Hooks
 from .hub import Hub
-from .plugins import make_plugin_manager
+from .plugin_settings import unknown_variables
+from .plugins import describe, make_plugin_manager, origin_of
 from .protocol import Message, RequestId, check_channel
+from .reload import Reloader
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -76,6 +78,9 @@ class ChatService:
         self._background: set[asyncio.Task[None]] = set()
         #: Set once shutdown has begun closing sessions.
         self.stopping = False
+        #: Why a plugin's ``startup`` failed, in its own words (``quart-chat serve``
+        #: prints it last).
+        self.startup_failure: str | None = None
         #: The node heartbeat and dead-node reaper (the Redis family; None in memory).
         self.heartbeat = backend.heartbeat(self) if backend.heartbeat else None
         if self.heartbeat is not None:
@@ -87,13 +92,27 @@ class ChatService:
     async def start(self, app: Quart) -> None:
         """Connect the broker and start plugins; raises if either cannot start."""
         await self.broker.start(self.hub.deliver, self._on_gap)
+        for name, hooks in describe(self.pm):
+            log.info("plugin %s loaded: %s; hooks: %s", name, origin_of(self.pm, name),
+                     ", ".join(hooks) or "(none)")
         try:
             await self.control.start()
             await self.hooks.startup(app)  # on failure it has run every shutdown
+        except HookFailed as exc:
+            self.startup_failure = exc.detail
+            await self.broker.close()
+            raise
         except BaseException:
             # No after_serving will run: release what started so far, then fail.
             await self.broker.close()
             raise
+        for warning in unknown_variables():  # plugins read their settings by now
+            log.warning("%s", warning)
+        if self.settings.reload:
+            reloader = Reloader(self.pm, self.hooks, app, self.settings.plugins_dir)
+            task = asyncio.create_task(reloader.run(), name="plugin reload")
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
         if not self.settings.tokens_required:
             log.warning("no token key (QUART_CHAT_JWT_SECRET, _JWT_PUBLIC_KEY or _JWKS_URL): "
                         "development mode, any client_id is accepted")

@@ -14,10 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
 from . import logs, metrics, protocol, transport
-from .errors import ChatError, InternalError, RateLimited
+from .errors import ChatError, RateLimited
 from .limits import TokenBucket
 from .protocol import (
     Call,
@@ -155,8 +153,12 @@ class Session:
         """Ask the session to end with ``code``; the first reason given wins."""
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-            if self._closing is not None and not self._closing.done():
-                self._closing.set_result(None)
+            closing = self._closing
+            if closing is not None and not closing.done():
+                if _on_loop(closing.get_loop()):
+                    closing.set_result(None)
+                else:  # a sync hook, in its worker thread
+                    closing.get_loop().call_soon_threadsafe(_resolve, closing)
 
     # -- the connection ------------------------------------------------------------------
 
@@ -366,13 +368,8 @@ class Session:
     async def _answer_call(self, request_id: protocol.RequestId, method: str,
                            params: dict[str, Any]) -> None:
         try:
-            data = await self._service.call(self, method, params)
-            try:
-                frame = protocol.result(request_id, {"data": data})
-            except (TypeError, msgspec.EncodeError) as exc:
-                log.error("session %s: call %s answered a value JSON cannot carry: %s",
-                          self.id, method, exc)
-                raise InternalError(f"the answer of {method!r} is not JSON") from None
+            data = await self._service.call(self, method, params)  # checked: JSON
+            frame = protocol.result(request_id, {"data": data})
         except ChatError as exc:
             self._fail(request_id, exc)
             return
@@ -412,3 +409,15 @@ class Session:
                 log.info("session %s: no pong or frame for %.1fs; closing", self.id, silent)
                 self.close(protocol.CLOSE_DEAD_PEER, "no pong: peer presumed dead")
                 return
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

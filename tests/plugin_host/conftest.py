@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +14,16 @@ from quart_chat.pytest_plugin import ChatServer
 from quart_chat.testing import ServerProcess
 
 from .kit import EXAMPLES, REPO
+
+
+@pytest.fixture
+def site(tmp_path, monkeypatch):
+    """A folder on sys.path that plays the part of site-packages for one test."""
+    folder = tmp_path / "site"
+    folder.mkdir()
+    monkeypatch.syspath_prepend(str(folder))
+    yield folder
+    importlib.invalidate_caches()
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -67,3 +68,12 @@ def refusal(call: Callable[..., object], *args: Any) -> ChatError:
     with pytest.raises(ChatError) as caught:
         call(*args)
     return caught.value
+
+
+def wait_logged(caplog: pytest.LogCaptureFixture, text: str, timeout: float = WAIT) -> None:
+    """Until ``text`` was logged (bounded): for hooks that run beside the client's frames
+    (``client_connected`` runs while the session already serves)."""
+    deadline = time.monotonic() + timeout
+    while text not in caplog.text:
+        assert time.monotonic() < deadline, f"{text!r} was not logged"
+        time.sleep(0.01)

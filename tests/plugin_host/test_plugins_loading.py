@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -40,16 +39,6 @@ def _dist(site: Path, module: str, source: str, entry_name: str) -> None:
     info.mkdir()
     (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module}\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(f"[quart_chat]\n{entry_name} = {module}\n")
-
-
-@pytest.fixture
-def site(tmp_path, monkeypatch):
-    """A folder on sys.path that plays the part of site-packages for one test."""
-    folder = tmp_path / "site"
-    folder.mkdir()
-    monkeypatch.syspath_prepend(str(folder))
-    yield folder
-    importlib.invalidate_caches()
 
 
 def _cli(*args, env=None):

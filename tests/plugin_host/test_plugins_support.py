@@ -108,3 +108,37 @@ def test_chat_server_fixture_works_in_a_plugin_authors_own_project(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
     assert "1 failed, 1 passed" in result.stdout, result.stdout + result.stderr
     assert "test_my_plugin_fails_when_it_should" in result.stdout
+
+
+def test_plugins_trace_says_what_each_hook_did_and_flags_slow_ones(serve, caplog):
+    """trace_plugins: passed / answered / rejected with the reason / raised, and SLOW."""
+    import time
+
+    from quart_chat import ChatError, Rejected
+
+    class Judge:
+        @hookimpl
+        def filter_message(self, message):  # sync: it runs in a worker thread
+            if message.text == "HELLO":
+                raise Rejected("no shouting")
+            if message.text == "slow":
+                time.sleep(0.2)
+            if message.text == "boom":
+                raise RuntimeError("kaput")
+            return message.replace(text="x") if message.text == "rewrite" else None
+
+    caplog.set_level(logging.INFO, logger="quart_chat.plugins")
+    server = serve(Judge(), trace_plugins=True, slow_hook_seconds=0.1)
+    alice = server.connect("alice")
+    alice.subscribe("lobby")
+    for text in ("hi", "rewrite", "slow"):
+        alice.publish("lobby", text)
+    for text in ("HELLO", "boom"):
+        with pytest.raises(ChatError):
+            alice.publish("lobby", text)
+    lines = [line for line in caplog.text.splitlines() if "trace: Judge.filter_message" in line]
+    outcomes = [line.split(" ms", 1)[1] for line in lines]
+    assert outcomes[0] == ": passed" and outcomes[1] == ": answered"
+    assert outcomes[2] == " (SLOW): passed"
+    assert outcomes[3] == ": rejected (rejected: no shouting)"
+    assert outcomes[4] == ": raised RuntimeError('kaput')"
