@@ -25,10 +25,12 @@ from .protocol import (
     Ping,
     Presence,
     Publish,
+    Refresh,
     Subscribe,
     Unsubscribe,
 )
 from .recovery import Recovery
+from .tokens import expiry
 
 if TYPE_CHECKING:
     from quart.wrappers import Websocket
@@ -93,6 +95,8 @@ class Session:
         self._last_frame = time.monotonic()
         #: Recovery's ordering state; made by the first ``subscribe`` with ``since``.
         self.recovery: Recovery | None = None
+        #: Closes the session when its token expires (see :meth:`expire_at`).
+        self._expiry: asyncio.TimerHandle | None = None
         self._handlers: dict[type[ClientFrame], Callable[[Any], Awaitable[Any]]] = {
             Subscribe: self._subscribe,
             Unsubscribe: self._unsubscribe,
@@ -101,6 +105,7 @@ class Session:
             Presence: self._presence,
             History: self._history,
             Ping: self._ping,
+            Refresh: self._refresh,
         }
 
     def __repr__(self) -> str:
@@ -140,6 +145,20 @@ class Session:
     def _slow_consumer(self) -> None:
         self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
 
+    def expire_at(self, exp: float | None) -> None:
+        """Close the session (4003) at ``exp``, the token's epoch seconds; None: never.
+
+        One timer handle per session with an expiring token, replaced on ``refresh`` and
+        cancelled when the session ends: nothing is spent per frame.
+        """
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if exp is not None and self.close_code is None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_at(loop.time() + exp - time.time(), self.close,
+                                        protocol.CLOSE_TOKEN_EXPIRED, "token expired")
+
     def close(self, code: int, reason: str) -> None:
         """Ask the session to end with ``code``; the first reason given wins."""
         if self.close_code is None:
@@ -153,6 +172,7 @@ class Session:
         """Serve the socket until the client leaves or the session is closed."""
         service = self._service
         await self._websocket.accept()
+        self.expire_at(expiry(self.claims))
         self.deliver(protocol.encode(self._welcome()))
         service.sessions.add(self)
         metrics.session_opened()
@@ -184,6 +204,7 @@ class Session:
                     log.error("session %s failed", self.id, exc_info=task.exception())
                     self.close(protocol.CLOSE_INTERNAL, "internal error")
         finally:
+            self.expire_at(None)
             for task in tasks:
                 task.cancel()
             # Shielded: a second cancellation (client gone, then server shutdown) must not
@@ -333,6 +354,9 @@ class Session:
 
     async def _ping(self, frame: Ping) -> dict[str, Any]:
         return {"ts": time.time()}
+
+    async def _refresh(self, frame: Refresh) -> None:
+        await self._service.refresh(self, frame.token)
 
     # -- dead peers ----------------------------------------------------------------------
 
