@@ -96,7 +96,8 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """
 
     def __init__(self, client: ChatClient | str, client_id: str | None = None, *,
-                 token_provider: Callable[[], str] | None = None, channel: str | None = "lobby", history: int = HISTORY,
+                 token_provider: Callable[[], str] | None = None,
+                 channel: str | None = "lobby", history: int = HISTORY,
                  members_every: float = MEMBERS_EVERY, height: str = "280px",
                  width: str = "440px") -> None:
         if isinstance(client, str):
