@@ -626,6 +626,9 @@ class ChatClient:
             if self._token_changed.wait(None if due is None else max(0.0, due - time.time())):
                 self._token_changed.clear()  # a new due time (or close): look again
                 continue
+            if not self._connected.is_set():
+                self._token_changed.wait(0.5)  # reconnecting: it brings a token of its own
+                continue
             try:
                 token = provider()
                 self.request("refresh", token=token)
