@@ -21,6 +21,7 @@ of the client-side subclasses below.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import itertools
 import logging
@@ -59,6 +60,11 @@ log = logging.getLogger("quart_chat.client")
 CLOSE_TIMEOUT = 2.0
 #: Messages kept for :meth:`ChatClient.receive` before the oldest are dropped.
 DEFAULT_INBOX = 10_000
+#: token_provider: refresh at most this many seconds before the token expires.
+REFRESH_AHEAD = 30.0
+#: token_provider: first and longest wait before retrying a failed refresh, in seconds.
+REFRESH_RETRY = 1.0
+MAX_REFRESH_RETRY = 30.0
 _MESSAGE_PREFIX = '{"type":"message"'  # how the server encodes every Message (tag first)
 _STOP = object()
 
@@ -152,7 +158,10 @@ class ChatClient:
     Parameters:
         url: the server, ``ws://HOST:PORT/ws`` or ``http://HOST:PORT``.
         client_id: who to connect as (omit when a ``token`` or plugin decides).
-        token: a JWT for servers with a token secret (its ``sub`` is the client id).
+        token: a JWT for servers with a token key (its ``sub`` is the client id).
+        token_provider: instead of ``token``, a callable returning a fresh token: called
+            at connect and at each reconnect, and ahead of the token's expiry, when the
+            client sends it as a ``refresh`` so the session outlives the token.
         timeout: seconds to wait for the handshake and for each reply.
         reconnect: reconnect when the connection drops (not after :meth:`close`, and
             not after the server closed with 1008 for too many bad frames).
@@ -169,6 +178,7 @@ class ChatClient:
         client_id: str | None = None,
         *,
         token: str | None = None,
+        token_provider: Callable[[], str] | None = None,
         timeout: float = 10.0,
         reconnect: bool = True,
         reconnect_tries: int = 20,
@@ -177,7 +187,10 @@ class ChatClient:
         batch: bool = True,
         inbox: int = DEFAULT_INBOX,
     ) -> None:
+        if token is not None and token_provider is not None:
+            raise ValueError("give token or token_provider, not both")
         self.url = ws_url(url, client_id=client_id, token=token, batch="1" if batch else None)
+        self._token_provider = token_provider
         self.timeout = timeout
         self.reconnect = reconnect
         self.reconnect_tries = reconnect_tries
@@ -209,11 +222,19 @@ class ChatClient:
         }
         self._events: queue.Queue[Any] = queue.Queue(maxsize=inbox)
         self._dispatcher: threading.Thread | None = None
+        # token_provider: when to send the next refresh (epoch seconds; None: never), and
+        # what wakes the refresh thread early (a new token at reconnect, or close)
+        self._refresh_at: float | None = None
+        self._refresh_delay = REFRESH_RETRY
+        self._token_changed = threading.Event()
         self._ws = self._open()
         self._set_state("connected")
         self._reader = threading.Thread(target=self._read_forever, daemon=True,
                                         name=f"quart-chat client {self.client_id}")
         self._reader.start()
+        if token_provider is not None:
+            threading.Thread(target=self._refresh_forever, args=(token_provider,), daemon=True,
+                             name=f"quart-chat refresh {self.client_id}").start()
 
     def __repr__(self) -> str:
         return f"<ChatClient {self.client_id!r} {self._state}>"
@@ -530,6 +551,7 @@ class ChatClient:
         """Closed for good: fail waiting requests, wake receivers, stop callbacks."""
         first = self._state != "closed"
         self._closed.set()
+        self._token_changed.set()  # the refresh thread ends
         self._set_state("closed")
         self._fail_pending(ClientClosed(f"the client is closed ({reason})"))
         with self._inbox_ready:
@@ -567,8 +589,15 @@ class ChatClient:
 
     def _open(self) -> websocket.WebSocket:
         """Handshake and read the welcome frame; the socket then blocks without timeout."""
+        url, token = self.url, None
+        if self._token_provider is not None:
+            try:
+                token = self._token_provider()
+            except Exception as exc:
+                raise ConnectFailed(f"the token provider failed: {exc!r}") from None
+            url = ws_url(url, token=token)
         try:
-            ws = websocket.create_connection(self.url, timeout=self.timeout,
+            ws = websocket.create_connection(url, timeout=self.timeout,
                                              enable_multithread=True)
         except websocket.WebSocketBadStatusException as exc:
             raise ConnectFailed(_refusal(exc), exc.status_code) from None
@@ -587,7 +616,45 @@ class ChatClient:
         for line in rest:
             self._handle(line)
         ws.settimeout(None)  # the reader waits for frames; close() shuts the socket down
+        if token is not None:
+            self._adopt(token)
         return ws
+
+    # -- token lifetime (token_provider) ----------------------------------------------------
+
+    def _adopt(self, token: str) -> None:
+        """The session now runs on ``token``: time the next refresh ahead of its ``exp``."""
+        exp = _token_exp(token)
+        now = time.time()
+        with self._lock:
+            self._refresh_at = None if exp is None else now + _refresh_lead(exp - now)
+            self._refresh_delay = REFRESH_RETRY
+        self._token_changed.set()
+
+    def _refresh_forever(self, provider: Callable[[], str]) -> None:
+        """The refresh thread: at each due time, a token from ``provider`` as ``refresh``."""
+        while not self._closed.is_set():
+            with self._lock:
+                due = self._refresh_at
+            if self._token_changed.wait(None if due is None else max(0.0, due - time.time())):
+                self._token_changed.clear()  # a new due time (or close): look again
+                continue
+            if not self._connected.is_set():
+                self._token_changed.wait(0.5)  # reconnecting: it brings a token of its own
+                continue
+            try:
+                token = provider()
+                self.request("refresh", token=token)
+            except Exception as exc:  # the provider, the server (forbidden), a reconnect
+                with self._lock:
+                    delay, self._refresh_delay = (self._refresh_delay,
+                                                  min(self._refresh_delay * 2, MAX_REFRESH_RETRY))
+                    self._refresh_at = time.time() + delay
+                if not self._closed.is_set():
+                    log.warning("client %s: token refresh failed (retry in %gs): %s",
+                                self.client_id, delay, exc)
+                continue
+            self._adopt(token)
 
     def _read_forever(self) -> None:
         ws = self._ws
@@ -655,6 +722,13 @@ class ChatClient:
             self._emit("gap", frame.get("channel"), frame.get("reason", ""))
         elif kind in ("join", "leave"):
             self._emit("presence", frame)
+        elif kind == "unsubscribed":  # e.g. a refreshed token no longer allows it
+            channel = str(frame.get("channel"))
+            with self._lock:
+                self._channels.discard(channel)
+                self._last_mid.pop(channel, None)
+            log.info("client %s: unsubscribed from %s by the server: %s", self.client_id,
+                     channel, frame.get("reason", ""))
 
     def _deliver(self, message: Message) -> None:
         self._last_mid[message.channel] = message.mid
@@ -745,6 +819,22 @@ class ChatClient:
             self._channels -= set(lost)
             self._pending = {k: v for k, v in self._pending.items() if not v.done()}
         return lost
+
+
+def _token_exp(token: str) -> float | None:
+    """A JWT's ``exp``, read without verifying: only to time the refresh."""
+    try:
+        payload = token.split(".")[1]
+        claims = msgspec.json.decode(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+        return float(claims["exp"])
+    except (IndexError, ValueError, KeyError, TypeError, msgspec.DecodeError):
+        return None
+
+
+def _refresh_lead(lifetime: float) -> float:
+    """Seconds from now to refresh a token with ``lifetime`` seconds left: at 80% of it or
+    30 s before it ends, whichever is earlier, but not before half of it."""
+    return min(0.8 * lifetime, lifetime - min(REFRESH_AHEAD, lifetime / 2))
 
 
 def _close(ws: websocket.WebSocket) -> None:

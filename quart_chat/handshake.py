@@ -16,6 +16,7 @@ from .tokens import verifier
 if TYPE_CHECKING:
     from quart.wrappers import Websocket
 
+    from .config import Settings
     from .service import ChatService
 
 
@@ -31,23 +32,33 @@ class Identity:
 
 async def identify_client(service: ChatService, request: Websocket) -> Identity:
     """The :class:`Identity` of this handshake, or raise :class:`HandshakeRefused`."""
-    claims: dict[str, Any] | None = None
     check_origin(service.settings.allowed_origins, request.headers.get("Origin"))
     try:
         client_id = await service.hooks.authenticate(request)
     except ChatError as exc:
         raise HandshakeRefused(403 if exc.code == "forbidden" else 500, str(exc)) from None
+    if client_id is not None:
+        return Identity(_checked(client_id))
+    if service.settings.tokens_required:
+        return await token_identity(service.settings, _token(request))
+    client_id = request.args.get("client_id")
     if client_id is None:
-        if service.settings.tokens_required:
-            claims = await _claims(service, request)
-            client_id = str(claims["sub"])
-        else:
-            client_id = request.args.get("client_id")
-            if client_id is None:
-                raise HandshakeRefused(400, "missing client_id query parameter")
+        raise HandshakeRefused(400, "missing client_id query parameter")
+    return Identity(_checked(client_id))
+
+
+async def token_identity(settings: Settings, token: str) -> Identity:
+    """What ``token`` proves, by the checks of a handshake (keys, ``aud``, ``iss``,
+    ``exp``, ``sub``, ``channels``): at connect and on ``refresh``. HandshakeRefused
+    otherwise."""
+    claims = await verifier(settings).claims(token)
+    return Identity(_checked(claims["sub"]), claims, _channels_claim(claims))
+
+
+def _checked(client_id: object) -> str:
     if not isinstance(client_id, str) or not is_valid_client_id(client_id):
         raise HandshakeRefused(400, "invalid client_id: use 1-64 of A-Z a-z 0-9 _ . -")
-    return Identity(client_id, claims, _channels_claim(claims))
+    return client_id
 
 
 async def admit(service: ChatService, client_id: str) -> None:
@@ -87,12 +98,11 @@ def check_origin(allowed: tuple[str, ...], origin: str | None) -> None:
         raise HandshakeRefused(403, f"origin {origin!r} is not allowed")
 
 
-async def _claims(service: ChatService, request: Websocket) -> dict[str, Any]:
-    settings = service.settings
+def _token(request: Websocket) -> str:
     token = request.args.get("token")
     header = request.headers.get("Authorization", "")
     if token is None and header.lower().startswith("bearer "):
         token = header[7:].strip()
     if not token:
         raise HandshakeRefused(401, "a token is required (?token= or Authorization: Bearer)")
-    return await verifier(settings).claims(token)
+    return token

@@ -64,7 +64,7 @@ def _messages(value: object) -> bool:
 def _json(value: object) -> bool:
     try:
         msgspec.json.encode(value)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError):
         return False
     return True
 

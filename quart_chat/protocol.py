@@ -21,7 +21,7 @@ PROTOCOL_VERSION = 1
 CLIENT_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 CHANNEL_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
 
-#: Close codes the server uses (documented in the README).
+#: Close codes the server uses (documented in docs/protocol.md).
 CLOSE_GOING_AWAY = 1001  # server shutting down
 CLOSE_POLICY = 1008  # too many bad frames
 CLOSE_TOO_BIG = 1009  # frame beyond the transport limit
@@ -29,6 +29,7 @@ CLOSE_INTERNAL = 1011
 CLOSE_SLOW_CONSUMER = 4000  # outbound queue full: the client stopped reading
 CLOSE_DEAD_PEER = 4001  # no frame and no pong within ping_interval + ping_timeout
 CLOSE_DISCONNECTED = 4002  # disconnected by a backend (server API ``disconnect``)
+CLOSE_TOKEN_EXPIRED = 4003  # the session's token reached its exp without a refresh
 
 RequestId = int | str | None
 
@@ -97,7 +98,15 @@ class Call(_Frame, tag="call"):
     params: dict[str, Any] | None = None
 
 
-ClientFrame = Subscribe | Unsubscribe | Publish | Channels | Presence | History | Ping | Call
+
+class Refresh(_Frame, tag="refresh"):
+    #: A new token for the same ``sub``: its claims (``channels``, ``exp``) apply from now.
+    token: str
+
+
+
+ClientFrame = (Subscribe | Unsubscribe | Publish | Channels | Presence | History | Ping | Call
+               | Refresh)
 FRAME_TYPES = frozenset(
     frame.__struct_config__.tag for frame in ClientFrame.__args__
 )
@@ -208,6 +217,11 @@ def result(request_id: RequestId, fields: dict[str, Any] | None = None) -> str:
     if fields:
         frame.update(fields)
     return encode(frame)
+
+
+def unsubscribed(channel: str, reason: str) -> str:
+    """The server left ``channel`` for the client (it must not rejoin on its own)."""
+    return encode({"type": "unsubscribed", "channel": channel, "reason": reason})
 
 
 def error(request_id: RequestId, exc: ChatError) -> str:

@@ -26,6 +26,7 @@ from .errors import (
     BadFrame,
     ChatError,
     Forbidden,
+    HandshakeRefused,
     HistoryUnavailable,
     NotSubscribed,
     RateLimited,
@@ -33,12 +34,14 @@ from .errors import (
     Unavailable,
     UnknownMethod,
 )
+from .handshake import token_identity
 from .hooks import HookFailed, Hooks
 from .hub import Hub
 from .plugin_settings import unknown_variables
 from .plugins import describe, make_plugin_manager, origin_of
 from .protocol import Message, RequestId, check_channel
 from .reload import Reloader
+from .tokens import expiry
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -315,6 +318,33 @@ class ChatService:
             raise UnknownMethod(f"no function answers {method!r}")
         return value
 
+    async def refresh(self, session: Session, token: str) -> None:
+        """Adopt a new token for ``session``: verified as at the handshake, same ``sub``.
+
+        Its ``exp`` replaces the session's expiry and its ``channels`` claim applies from
+        now: each subscribed channel it no longer allows is left, with an ``unsubscribed``
+        frame. A refused token changes nothing (the old expiry still closes the session).
+        """
+        if session.claims is None:
+            raise Forbidden("nothing to refresh: this session was not opened with a token"
+                            if self.settings.tokens_required else
+                            "nothing to refresh: the server has no token key (development mode)")
+        try:
+            identity = await token_identity(self.settings, token)
+        except HandshakeRefused as exc:
+            raise (Unavailable if exc.status == 503 else Forbidden)(exc.reason) from None
+        if identity.client_id != session.client_id:
+            raise Forbidden(f"the token is for another client id ({identity.client_id!r})")
+        session.claims, session.allowed_channels = identity.claims, identity.channels
+        session.expire_at(expiry(identity.claims))
+        if identity.channels is None:
+            return
+        for channel in sorted(session.channels):
+            if not channel_allowed(identity.channels, channel):
+                await self.unsubscribe(session, channel)
+                session.deliver(protocol.unsubscribed(channel, "the refreshed token does not "
+                                                               "allow this channel"))
+
     async def _authorize(self, session: Session, action: str, channel: str) -> None:
         """The token's ``channels`` claim, then the ``authorize`` hook; raise Forbidden."""
         if session.allowed_channels is not None and not channel_allowed(
@@ -455,6 +485,8 @@ class ChatService:
         sessions = [s for s in self._sessions_of(client_id) if channel in s.channels]
         for session in sessions:
             await self._leave(session, channel)
+            # Told, so that a client does not subscribe again on its next reconnect.
+            session.deliver(protocol.unsubscribed(channel, "unsubscribed by the server"))
             await self.membership("leave", (channel,), session.client_id, session.id)
             await self.hooks.client_unsubscribed(session, channel)
         return {"sessions": len(sessions)}

@@ -26,10 +26,12 @@ from .protocol import (
     Ping,
     Presence,
     Publish,
+    Refresh,
     Subscribe,
     Unsubscribe,
 )
 from .recovery import Recovery
+from .tokens import expiry
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -101,6 +103,8 @@ class Session:
         self.recovery: Recovery | None = None
         #: Running ``call`` tasks (at most MAX_CALLS_IN_FLIGHT); cancelled when it ends.
         self._calls: set[asyncio.Task[None]] = set()
+        #: Closes the session when its token expires (see :meth:`expire_at`).
+        self._expiry: asyncio.TimerHandle | None = None
         self._handlers: dict[type[ClientFrame], Callable[[Any], Awaitable[Any]]] = {
             Subscribe: self._subscribe,
             Unsubscribe: self._unsubscribe,
@@ -110,6 +114,7 @@ class Session:
             History: self._history,
             Ping: self._ping,
             Call: self._call,
+            Refresh: self._refresh,
         }
 
     def __repr__(self) -> str:
@@ -149,6 +154,20 @@ class Session:
     def _slow_consumer(self) -> None:
         self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer: outbound queue full")
 
+    def expire_at(self, exp: float | None) -> None:
+        """Close the session (4003) at ``exp``, the token's epoch seconds; None: never.
+
+        One timer handle per session with an expiring token, replaced on ``refresh`` and
+        cancelled when the session ends: nothing is spent per frame.
+        """
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if exp is not None and self.close_code is None:
+            loop = asyncio.get_running_loop()
+            self._expiry = loop.call_at(loop.time() + exp - time.time(), self.close,
+                                        protocol.CLOSE_TOKEN_EXPIRED, "token expired")
+
     def close(self, code: int, reason: str) -> None:
         """Ask the session to end with ``code``; the first reason given wins."""
         if self.close_code is None:
@@ -166,6 +185,7 @@ class Session:
         """Serve the socket until the client leaves or the session is closed."""
         service = self._service
         await self._websocket.accept()
+        self.expire_at(expiry(self.claims))
         self.deliver(protocol.encode(self._welcome()))
         service.sessions.add(self)
         metrics.session_opened()
@@ -197,6 +217,7 @@ class Session:
                     log.error("session %s failed", self.id, exc_info=task.exception())
                     self.close(protocol.CLOSE_INTERNAL, "internal error")
         finally:
+            self.expire_at(None)
             for task in tasks:
                 task.cancel()
             # Shielded: a second cancellation (client gone, then server shutdown) must not
@@ -379,6 +400,9 @@ class Session:
             return
         metrics.result_sent()
         self.deliver(frame)
+
+    async def _refresh(self, frame: Refresh) -> None:
+        await self._service.refresh(self, frame.token)
 
     # -- dead peers ----------------------------------------------------------------------
 

@@ -138,6 +138,13 @@ class TokenVerifier:
         raise HandshakeRefused(401, f"invalid token: algorithm {alg!r} is not accepted")
 
 
+def expiry(claims: dict[str, Any] | None) -> float | None:
+    """When verified ``claims`` expire (epoch seconds, as PyJWT reads ``exp``); None: never."""
+    if claims is None or "exp" not in claims:
+        return None
+    return float(int(claims["exp"]))
+
+
 @functools.lru_cache(maxsize=8)
 def verifier(settings: Settings) -> TokenVerifier:
     """The verifier of ``settings`` (one per settings, so the JWKS cache is shared)."""

@@ -84,6 +84,9 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     Parameters:
         client: a connected :class:`ChatClient`, or a server URL to connect to.
         client_id: who to connect as, when ``client`` is a URL.
+        token_provider: when ``client`` is a URL of a server with a token key, a callable
+            returning a fresh token (see :class:`ChatClient`): the widget stays connected
+            across token expiries.
         channel: a channel to join at once (``None`` to start with none).
         history: earlier messages to load when a channel opens (0: none).
         members_every: seconds between presence refreshes of the member list, until the
@@ -93,11 +96,12 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
     """
 
     def __init__(self, client: ChatClient | str, client_id: str | None = None, *,
+                 token_provider: Callable[[], str] | None = None,
                  channel: str | None = "lobby", history: int = HISTORY,
                  members_every: float = MEMBERS_EVERY, height: str = "280px",
                  width: str = "440px") -> None:
         if isinstance(client, str):
-            client = ChatClient(client, client_id)
+            client = ChatClient(client, client_id, token_provider=token_provider)
         self.client = client
         self.me = client.client_id
         #: The channel shown in the log (None before the first join).

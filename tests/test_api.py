@@ -227,6 +227,7 @@ def test_api_subscribe_and_unsubscribe_act_on_every_session_of_the_client(api_se
     assert first.next()["text"] == second.next()["text"] == "extra!"
     assert api.presence("news") == ["alice"]
     assert api.unsubscribe("alice", "news") == 2
+    assert first.next("unsubscribed")["channel"] == second.next("unsubscribed")["channel"] == "news"
     assert second.ok("channels")["channels"] == []
     assert api.presence("news") == []
 

@@ -191,9 +191,11 @@ def test_redis_reconnects_and_pubsub_liveness(settings, redis_server):
         redis_server.stop()
         eventually(lambda: value(scrape(server.url), "quart_chat_redis_pubsub_up") == 0)
         redis_server.start()
+        # at least one: on a loaded machine the probe may also call the fresh connection
+        # stalled once and reconnect again, which is counted too
         eventually(lambda: value(scrape(server.url), "quart_chat_redis_reconnects_total")
-                   == value(before, "quart_chat_redis_reconnects_total") + 1)
-        assert value(scrape(server.url), "quart_chat_redis_pubsub_up") == 1
+                   >= value(before, "quart_chat_redis_reconnects_total") + 1)
+        eventually(lambda: value(scrape(server.url), "quart_chat_redis_pubsub_up") == 1)
         # Let the service finish restoring its records before it stops (it does not wait).
         eventually(lambda: not server.service._background)
 

@@ -93,7 +93,8 @@ def test_bot_messages_look_different(widget) -> None:
     """A bot's answer carries a BOT badge and its own row style; people's do not."""
     alice = widget("alice")
     alice.send("!echo beep")
-    wait_until(lambda: "beep" in alice.message_log.value.split("!echo")[-1], WAIT)
+    # the bot's answer, not the question (which also holds "beep")
+    wait_until(lambda: '<div class="qc-msg qc-bot"' in alice.message_log.value, WAIT)
     rows = alice.message_log.value.split('<div class="qc-msg')
     bot_rows = [row for row in rows if row.startswith(' qc-bot"')]
     assert len(bot_rows) == 1 and "BOT" in bot_rows[0] and ">echo</b>" in bot_rows[0]

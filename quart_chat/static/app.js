@@ -13,6 +13,10 @@
   const PRESENCE_EVERY_MS = 15000;
   const MAX_KEPT = 500; // messages kept per channel
   const STORE = "quart-chat";
+  const CLOSE_TOKEN_EXPIRED = 4003;
+  const REFRESH_AHEAD_S = 30; // refresh at most this long before a token expires
+  const REFRESH_RETRY_MS = 1000;
+  const REFRESH_RETRY_MAX_MS = 30000;
 
   const $ = (id) => document.getElementById(id);
   const auth = document.body.dataset.auth === "token" ? "token" : "name";
@@ -31,7 +35,16 @@
     current: null,
     limits: {},
     presenceTimer: null,
+    refreshTimer: null,
+    refreshDelay: REFRESH_RETRY_MS,
   };
+
+  /** A deployment's token source: window.quartChatTokenProvider, a function returning a
+   *  token (or a promise of one), defined by a script loaded before this one; or null. */
+  function tokenProvider() {
+    return auth === "token" && typeof window.quartChatTokenProvider === "function"
+      ? window.quartChatTokenProvider : null;
+  }
 
   // -- small helpers ----------------------------------------------------------------
 
@@ -95,10 +108,20 @@
     return `${scheme}//${location.host}/ws?${params}`;
   }
 
-  function connect() {
+  async function connect() {
     clearTimeout(state.reconnectTimer);
     state.reconnectTimer = null;
     setStatus("connecting");
+    const provider = tokenProvider();
+    if (provider) {
+      // A fresh token for every connection: the last one may have expired meanwhile.
+      try {
+        state.token = String(await provider());
+      } catch (e) {
+        disconnected({ code: 0 });
+        return;
+      }
+    }
     const ws = new WebSocket(wsUrl());
     state.ws = ws;
     ws.onmessage = (event) => {
@@ -123,6 +146,7 @@
 
   function disconnected(event) {
     const wasWelcomed = state.welcomed;
+    clearTimeout(state.refreshTimer);
     state.ws = null;
     state.welcomed = false;
     for (const { reject } of state.pending.values()) {
@@ -142,6 +166,11 @@
       return;
     }
     setStatus("offline");
+    if (event.code === CLOSE_TOKEN_EXPIRED && !tokenProvider()) {
+      // The pasted token has expired: reconnecting with it would be refused.
+      showLogin("Your token expired: paste a new one to continue.");
+      return;
+    }
     if (wasWelcomed) {
       const why = event.code === 1001 ? "The server is restarting" : "Connection lost";
       showBanner(`${why}. Reconnecting…`, "warn");
@@ -154,6 +183,49 @@
     state.retries += 1;
     const jittered = delay / 2 + Math.random() * (delay / 2);
     state.reconnectTimer = setTimeout(connect, jittered);
+  }
+
+  // -- token lifetime: refresh ahead of expiry (with window.quartChatTokenProvider) ------
+
+  /** A JWT's exp (epoch seconds), read without verifying: only to time the refresh. */
+  function tokenExp(token) {
+    try {
+      const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      const exp = JSON.parse(atob(part.padEnd(Math.ceil(part.length / 4) * 4, "="))).exp;
+      return typeof exp === "number" ? exp : null;
+    } catch (e) {
+      return null;
+    }
+  }
+
+  /** At 80% of the remaining lifetime or 30 s before exp, whichever is earlier, but not
+   *  before half of it (the Python client's rule). */
+  function scheduleRefresh(delayMs) {
+    clearTimeout(state.refreshTimer);
+    if (!tokenProvider()) return;
+    if (delayMs === undefined) {
+      const exp = tokenExp(state.token);
+      if (exp === null) return;
+      const lifetime = exp - Date.now() / 1000;
+      delayMs = 1000 * Math.min(0.8 * lifetime, lifetime - Math.min(REFRESH_AHEAD_S, lifetime / 2));
+    }
+    state.refreshTimer = setTimeout(refreshToken, Math.max(0, delayMs));
+  }
+
+  async function refreshToken() {
+    const ws = state.ws;
+    try {
+      const token = String(await tokenProvider()());
+      await request("refresh", { token });
+      state.token = token;
+      state.refreshDelay = REFRESH_RETRY_MS;
+      scheduleRefresh();
+    } catch (error) {
+      if (state.ws !== ws || !state.welcomed) return; // a new connection brings its own token
+      const delay = state.refreshDelay;
+      state.refreshDelay = Math.min(delay * 2, REFRESH_RETRY_MAX_MS);
+      scheduleRefresh(delay);
+    }
   }
 
   function send(frame) {
@@ -186,8 +258,16 @@
       state.limits = frame.limits || {};
       if (state.limits.max_text_length) $("text").maxLength = state.limits.max_text_length;
       setStatus("online");
-      if (first) enterApp();
-      else showBanner("Reconnected.", "ok", 2500);
+      if (first) {
+        enterApp();
+      } else {
+        // Back from "token expired" with a new pasted token, or a plain reconnect.
+        $("login").hidden = true;
+        $("app").hidden = false;
+        showBanner("Reconnected.", "ok", 2500);
+      }
+      state.refreshDelay = REFRESH_RETRY_MS;
+      scheduleRefresh();
       resubscribe();
     },
     result(frame) {
@@ -240,6 +320,13 @@
       }
       channel.members = channel.members.filter((member) => member !== name);
       if (channel.name === state.current) renderMembers();
+    },
+    unsubscribed(frame) {
+      // The server left the channel for us (a refreshed token no longer allows it):
+      // forget it, so it is not rejoined on reconnect.
+      if (!state.channels.has(frame.channel)) return;
+      forget(frame.channel);
+      showError(`Left #${frame.channel}: ${frame.reason || "unsubscribed by the server"}`);
     },
     gap(frame) {
       const channel = state.channels.get(frame.channel);
@@ -358,6 +445,10 @@
         return;
       }
     }
+    forget(name);
+  }
+
+  function forget(name) {
     state.channels.delete(name);
     if (state.current === name) {
       state.current = null;
@@ -657,8 +748,9 @@
       return;
     }
     if (auth === "token") {
-      state.token = $("token").value.trim();
-      if (!state.token) {
+      // With a token provider, connect() asks it; otherwise the pasted token is used.
+      state.token = tokenProvider() ? "" : $("token").value.trim();
+      if (!state.token && !tokenProvider()) {
         $("login-error").textContent = "A token is required.";
         return;
       }
@@ -745,8 +837,9 @@
   const remembered = saved();
   if (auth === "token") {
     $("name-field").hidden = true;
-    $("token-field").hidden = false;
-    $("login-hint").textContent = "This server needs an access token.";
+    $("token-field").hidden = Boolean(tokenProvider());
+    $("login-hint").textContent = tokenProvider()
+      ? "This site signs you in to the chat." : "This server needs an access token.";
   } else if (remembered.name) {
     $("name").value = remembered.name;
   }
@@ -754,5 +847,5 @@
     $("login-channels").value = remembered.channels.join(", ");
   }
   state.initialChannels = [];
-  (auth === "token" ? $("token") : $("name")).focus();
+  (auth === "token" ? (tokenProvider() ? $("login-channels") : $("token")) : $("name")).focus();
 })();

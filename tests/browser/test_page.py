@@ -238,6 +238,63 @@ def test_token_login(settings, open_page):
 
 
 @pytest.mark.parametrize("broker", ["memory"], indirect=True)
+def test_an_expired_pasted_token_asks_for_a_new_one(settings, open_page):
+    """The pasted token expires (4003): the page says so on the login form; a new token
+    takes it back to its channels."""
+    secret = "browser-test-secret-0123456789abcdef"
+    with ServerThread(settings.replace(jwt_secret=secret)) as server:
+        page = open_page(server.url)
+        exp = int(time.time()) + 3
+        page.fill("#token", jwt.encode({"sub": "carol", "exp": exp}, secret, algorithm="HS256"))
+        page.click("#login-button")
+        expect(member(page, "carol")).to_be_visible()
+        expect(page.locator("#login-error")).to_have_text(
+            "Your token expired: paste a new one to continue.")
+        assert time.time() >= exp
+        page.fill("#token", jwt.encode({"sub": "carol"}, secret, algorithm="HS256"))
+        page.click("#login-button")
+        expect(page.locator("#status")).to_have_attribute("data-state", "online")
+        expect(member(page, "carol")).to_be_visible()
+        send(page, "back with a new token")
+        expect(message(page, "back with a new token")).to_be_visible()
+
+
+@pytest.mark.parametrize("broker", ["memory"], indirect=True)
+def test_a_token_provider_keeps_the_page_connected_across_expiries(settings, open_page):
+    """window.quartChatTokenProvider: no token field; the page refreshes ahead of each
+    exp on its own, staying in one session; a narrowed token's channel is left."""
+    secret = "browser-test-secret-0123456789abcdef"
+    issued: list[int] = []
+    channels = [["lobby", "side"]]
+
+    def sign() -> str:
+        issued.append(int(time.time()) + 3)
+        return jwt.encode({"sub": "dana", "exp": issued[-1], "channels": channels[0]},
+                          secret, algorithm="HS256")
+
+    with ServerThread(settings.replace(jwt_secret=secret)) as server:
+        page = open_page(server.url)
+        page.expose_function("signChatToken", sign)
+        page.add_init_script("window.quartChatTokenProvider = () => window.signChatToken();")
+        page.reload()
+        expect(page.locator("#token-field")).to_be_hidden()
+        page.fill("#login-channels", "lobby, side")
+        page.click("#login-button")
+        expect(member(page, "dana")).to_be_visible()
+        (session,) = server.service.sessions
+        # past two exps at least (waiting in Playwright, which runs signChatToken meanwhile)
+        page.wait_for_timeout(1000 * (max(0.0, issued[0] - time.time()) + 5.0))
+        assert issued[-1] - issued[0] >= 4, issued
+        assert server.service.sessions == {session}  # refreshed, never reconnected
+        send(page, "still here")
+        expect(message(page, "still here")).to_be_visible()
+        channels[0] = ["lobby"]  # the next refresh drops #side
+        expect(page.locator("#error-bar")).to_contain_text("Left #side", timeout=10_000)
+        expect(page.locator("#channels .channel-name", has_text="side")).to_have_count(0)
+        assert session.channels == {"lobby"}
+
+
+@pytest.mark.parametrize("broker", ["memory"], indirect=True)
 def test_phone_layout_uses_drawers(server, open_page):
     """On a phone-sized window the channel list is a drawer opened by the menu button."""
     page = open_page(server.url, "alice", viewport=PHONE)

@@ -138,7 +138,7 @@ def test_hook_call_answer_that_is_not_json_is_internal(chat_server, caplog):
 
     alice = chat_server(Odd()).connect("alice")
     assert refusal(alice.call, "odd").code == "internal"
-    assert "answered a value JSON cannot carry" in caplog.text
+    assert "plugin Odd" in caplog.text and "expected a value JSON can carry" in caplog.text
 
 
 def test_hook_call_slow_function_does_not_block_the_callers_other_frames(chat_server):
