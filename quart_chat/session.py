@@ -29,6 +29,7 @@ from .protocol import (
     Unsubscribe,
 )
 from .recovery import Recovery
+from .tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from quart.wrappers import Websocket
@@ -47,6 +48,8 @@ CLOSE_TIMEOUT = 1.0
 SEND_BURST = 64
 #: Most event-loop turns a coalescing (``?batch=1``) sender waits for more frames.
 COALESCE_TURNS = 8
+#: Seconds a session keeps cancelling its own tasks before it ends without them.
+TASK_STOP_BOUND = 2.0
 
 _ANSWERED = object()  # a handler that queued its own result frame returns this
 
@@ -184,15 +187,16 @@ class Session:
                     log.error("session %s failed", self.id, exc_info=task.exception())
                     self.close(protocol.CLOSE_INTERNAL, "internal error")
         finally:
-            for task in tasks:
-                task.cancel()
             # Shielded: a second cancellation (client gone, then server shutdown) must not
             # skip the cleanup, or the session stays listed and in the store for good.
             self._cleanup_task = asyncio.ensure_future(self._cleanup(tasks))  # a strong ref
             await asyncio.shield(self._cleanup_task)
 
     async def _cleanup(self, tasks: list[asyncio.Future[Any]]) -> None:
-        await asyncio.gather(*tasks, return_exceptions=True)
+        # A task of ours can swallow its cancellation (redis-py, mid-command, in a handler
+        # the receive loop awaits) and carry on to wait on a socket that will never speak
+        # again: cancel until each ends, and end the session even if one never does.
+        await cancel_and_wait(tasks, bound=TASK_STOP_BOUND, what=f"session {self.id} tasks")
         await self._finish()
 
     async def _finish(self) -> None:

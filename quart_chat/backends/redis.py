@@ -31,7 +31,8 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from .. import metrics
 from ..config import Settings
 from ..errors import Unavailable
-from .base import Backend, Broker, Deliver, GapNotice, cancel_and_wait
+from ..tasks import cancel_and_wait
+from .base import Backend, Broker, Deliver, GapNotice
 from .node_heartbeat import NodeHeartbeat
 from .redis_support import (
     BACKOFF_FIRST,
@@ -143,7 +144,7 @@ class RedisBroker:
             ) from None
 
     async def close(self) -> None:
-        await cancel_and_wait(self._tasks)
+        await cancel_and_wait(self._tasks, what="broker tasks")
         self._tasks = []
         self._connected.clear()
         metrics.redis_pubsub_up(False)
