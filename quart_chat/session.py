@@ -80,9 +80,13 @@ class Session:
         self._websocket = websocket
         # The outbound queue: a plain list the send loop swaps out whole, and the future
         # it sleeps on when the list is empty. Cheaper per delivery and per idle session
-        # than an asyncio.Queue (three deques and an Event each).
+        # than an asyncio.Queue (three deques and an Event each). It is bounded twice: in
+        # frames, and in characters waiting (one history reply can be megabytes), the
+        # frame being written not included.
         self._outbox: list[str] = []
         self._outbox_limit = settings.outbound_queue
+        self._outbox_chars = 0
+        self._outbox_char_limit = settings.outbound_queue_bytes
         self._wakeup: asyncio.Future[None] | None = None
         self._closing: asyncio.Future[None] | None = None
         #: The publish rate limit (spent by the service's publish rule).
@@ -112,17 +116,24 @@ class Session:
     # -- called by the hub and the service (never awaits) -------------------------------
 
     def deliver(self, frame: str) -> None:
-        """Queue one frame; a full queue means the client stopped reading: close it."""
+        """Queue one frame; a full queue means the client stopped reading: close it.
+
+        Full is ``outbound_queue`` frames, or more than ``outbound_queue_bytes`` waiting
+        (counted in characters: the UTF-8 bytes of ASCII text, the JSON encoding's
+        escapes included), so a frame larger than the byte limit still fits an empty
+        queue and a well-behaved client can receive one.
+        """
         recovery = self.recovery
         if recovery is not None and recovery.intercepts(frame):
             return
         outbox = self._outbox
-        if len(outbox) >= self._outbox_limit:
+        if len(outbox) >= self._outbox_limit or self._outbox_chars > self._outbox_char_limit:
             if self.close_code is None:
                 metrics.slow_consumer()
             self._slow_consumer()
             return
         outbox.append(frame)
+        self._outbox_chars += len(frame)
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
@@ -133,6 +144,11 @@ class Session:
     def queue_depth(self) -> int:
         """Frames waiting to be written to this socket."""
         return len(self._outbox)
+
+    @property
+    def queue_bytes(self) -> int:
+        """Size of the frames waiting to be written (characters; see :meth:`deliver`)."""
+        return self._outbox_chars
 
     def recovering(self) -> Recovery:
         """This session's :class:`~quart_chat.recovery.Recovery`, made on first use."""
@@ -259,11 +275,16 @@ class Session:
                         if len(self._outbox) == waiting:
                             break
             frames, self._outbox = self._outbox, []
+            # A frame leaves the count as its write begins: a peer that stops reading
+            # holds that one write, and the count bounds everything queued behind it.
             if batch:
                 for start in range(0, len(frames), MAX_BATCH):
-                    await send("\n".join(frames[start:start + MAX_BATCH]))
+                    chunk = frames[start:start + MAX_BATCH]
+                    self._outbox_chars -= sum(map(len, chunk))
+                    await send("\n".join(chunk))
                 continue
             for count, frame in enumerate(frames, 1):
+                self._outbox_chars -= len(frame)
                 await send(frame)
                 if count % SEND_BURST == 0:
                     await asyncio.sleep(0)

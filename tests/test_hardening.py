@@ -8,16 +8,23 @@ prints the measured figure, so ``pytest -s`` shows it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import re
+import socket
 import threading
 import time
+from pathlib import Path
 
 import psutil
 import pytest
 
 from quart_chat.testing import RedisServer, ServerProcess
 
-from .helpers import health, raw_handshake, wait_until, ws_frame
+from .helpers import health, raw_handshake, rss_kib, wait_until, ws_frame
+
+ROOT = Path(__file__).parent.parent
 
 #: Frames a leaver sends after subscribing, each waiting on Redis, none read.
 MID_REQUEST = [{"type": kind, "id": n, "channel": "room", "text": "x"}
@@ -81,3 +88,73 @@ def test_sessions_that_leave_mid_request_always_end(redis_server, redis_url):
         wait_until(lambda: health(server.url)["sessions"] == 0, 10, "the last ones ended")
         records = redis_server.cli("--scan", "--pattern", "quart-chat:*").split()
         assert [key for key in records if key.split(":")[1] not in ("node", "nodes")] == []
+
+
+# -- 3: the outbound queue is bounded in bytes ---------------------------------------------
+
+#: A ``ping`` whose id (echoed in the result) fills most of a 32 KB frame.
+BIG_ID = "i" * 30_000
+
+
+def non_reader(port: int, client_id: str) -> socket.socket:
+    """A WebSocket that never reads: a tiny receive buffer, nothing ever taken from it."""
+    sock, status, _ = raw_handshake(port, f"client_id={client_id}")
+    assert status == 101
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return sock
+
+
+@pytest.mark.parametrize("kind", ["history", "ping"])
+def test_clients_that_never_read_large_replies_are_closed_before_memory_grows(kind):
+    """A client asking for 0.9 MB of history 8 times a second, or four echoing 30 KB ping
+    ids 500 times a second, and never reading: the server's memory stays flat and each
+    is closed as a slow consumer (4000). Bounded in frames only (1,024 per session),
+    the history client alone grew the server by ~60 MB in 10 s, the pingers by ~95 MB,
+    and none was closed."""
+    env = {"QUART_CHAT_PLUGINS": "tests.big_history_plugin",
+           "QUART_CHAT_PING_INTERVAL": "3600", "QUART_CHAT_PING_TIMEOUT": "3600",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with ServerProcess(env) as server:
+        warm = non_reader(server.port, "warm-up")  # plugin, encoder and pools warmed
+        warm.sendall(ws_frame(json.dumps({"type": "history", "id": 1, "channel": "c",
+                                          "limit": 200})))
+        time.sleep(0.5)
+        warm.close()
+        wait_until(lambda: health(server.url)["sessions"] == 0, 5, "warm-up ended")
+        rss_before = rss_kib(server.pid)
+        peak = rss_before
+        count = 1 if kind == "history" else 4
+        clients = [non_reader(server.port, f"sloth{n}") for n in range(count)]
+        started = time.monotonic()
+        closed_after = None
+        sent = 0
+        while time.monotonic() - started < 10 and closed_after is None:
+            for sock in clients:
+                if kind == "history":
+                    frame = {"type": "history", "id": sent, "channel": "c", "limit": 200}
+                else:
+                    frame = {"type": "ping", "id": f"{BIG_ID}{sent}"}
+                with contextlib.suppress(OSError):  # closed by the server: the point
+                    sock.sendall(ws_frame(json.dumps(frame)))
+            sent += 1
+            time.sleep(1 / 8 if kind == "history" else 1 / 500)
+            if sent % (4 if kind == "history" else 50) == 0:
+                peak = max(peak, rss_kib(server.pid))
+                if health(server.url)["sessions"] == 0:
+                    closed_after = time.monotonic() - started
+        peak = max(peak, rss_kib(server.pid))
+        growth = peak - rss_before
+        left = health(server.url)["sessions"]
+
+        def closes() -> int:
+            return len(re.findall(r"disconnect client_id=sloth\d .* close_code=4000",
+                                  server.log()))
+
+        print(f"\nnever reading ({kind}): {sent} requests per client, server RSS peak growth "
+              f"{growth / 1024:.1f} MB; {len(clients) - left}/{len(clients)} closed as slow "
+              f"consumers" + (f" after {closed_after:.2f}s" if closed_after else ""))
+        for sock in clients:
+            sock.close()
+        assert left == 0
+        wait_until(lambda: closes() == len(clients), 5, "closed as slow consumers (4000)")
+        assert growth < 24 * 1024
