@@ -240,8 +240,20 @@ class ChatService:
         """The channels ``session`` is subscribed to, sorted."""
         return sorted(session.channels)
 
+    async def presence(self, session: Session, channel: str) -> list[str]:
+        """A client's ``presence``: who is in a channel, for a client allowed to read it.
+
+        The member list is the channel's, so it follows the decision for subscribing
+        (the token's ``channels`` claim, then ``authorize`` with ``"subscribe"``, as
+        ``history`` does): a plugin that switches on ``action`` meets no new value.
+        """
+        channel = check_channel(channel)
+        await self._authorize(session, "subscribe", channel)
+        return await self.channel_presence(channel)
+
     async def channel_presence(self, channel: str) -> list[str]:
-        """Client ids with a session in ``channel`` on any process, sorted."""
+        """Client ids with a session in ``channel`` on any process, sorted (unchecked:
+        for callers with their own authority, such as the server's own code)."""
         return await self.store.presence(check_channel(channel))
 
     async def history(

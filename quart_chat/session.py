@@ -350,7 +350,7 @@ class Session:
         return {"channels": self._service.channels(self)}
 
     async def _presence(self, frame: Presence) -> dict[str, Any]:
-        return {"clients": await self._service.channel_presence(frame.channel)}
+        return {"clients": await self._service.presence(self, frame.channel)}
 
     async def _history(self, frame: History) -> dict[str, Any]:
         messages = await self._service.history(self, frame.channel, frame.limit, frame.before)

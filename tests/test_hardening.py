@@ -20,9 +20,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from quart_chat.testing import RedisServer, ServerProcess
+from quart_chat.config import Settings
+from quart_chat.testing import RedisServer, ServerProcess, ServerThread
 
-from .helpers import health, raw_handshake, rss_kib, wait_until, ws_frame
+from .helpers import SECRET, health, raw_handshake, rss_kib, token, wait_until, ws_frame
+from .wsclient import Client
 
 ROOT = Path(__file__).parent.parent
 
@@ -158,3 +160,26 @@ def test_clients_that_never_read_large_replies_are_closed_before_memory_grows(ki
         assert left == 0
         wait_until(lambda: closes() == len(clients), 5, "closed as slow consumers (4000)")
         assert growth < 24 * 1024
+
+
+# -- 5: presence behind authorization -----------------------------------------------------
+
+
+def test_presence_is_refused_outside_the_token_s_channels():
+    """A token whose ``channels`` claim is ``["room-*"]`` gets ``forbidden`` for the
+    members of ``private-ops``, as for subscribe and history there; it used to get the
+    member list."""
+    with ServerThread(Settings(jwt_secret=SECRET)) as server:
+        ops = Client(server.ws_url, None, token=token("ops"))
+        guest = Client(server.ws_url, None, token=token("guest", channels=["room-*"]))
+        try:
+            ops.ok("subscribe", channel="private-ops")
+            ops.ok("subscribe", channel="room-1")
+            assert guest.ok("presence", channel="room-1")["clients"] == ["ops"]
+            answers = {kind: guest.request(kind, channel="private-ops").get("code")
+                       for kind in ("presence", "subscribe", "history")}
+            print(f"\npresence outside the token's channels: {answers}")
+            assert answers == dict.fromkeys(answers, "forbidden")
+        finally:
+            for client in (ops, guest):
+                client.close()
