@@ -64,6 +64,12 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
                                  "X-Content-Type-Options": "nosniff",
                                  "Referrer-Policy": "no-referrer"})
 
+    @app.get("/static/index.html")
+    async def page_elsewhere() -> Response:
+        """The page only at ``/``: the static handler would serve it without the headers
+        above, framable, sniffable and cached for hours."""
+        return Response("", status=308, headers={"Location": "/"})
+
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus text format; all workers' values in multiprocess mode."""

@@ -6,8 +6,10 @@ with a status and a reason rather than an accepted-then-closed socket.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import jwt
 
@@ -85,9 +87,37 @@ def _channels_claim(claims: dict[str, Any] | None) -> tuple[str, ...] | None:
 
 
 def check_origin(allowed: tuple[str, ...], origin: str | None) -> None:
-    """Browsers send Origin; refuse any not listed exactly. No Origin (scripts) passes."""
-    if allowed and origin is not None and origin not in allowed:
+    """Browsers send Origin; refuse any not listed. No Origin (scripts) passes.
+
+    Both sides are compared as browsers serialise an origin (see :func:`normal_origin`),
+    so ``https://Chat.Example.com`` listed matches what a browser sends; no prefix,
+    suffix or substring ever matches.
+    """
+    if allowed and origin is not None and normal_origin(origin) not in _normal(allowed):
         raise HandshakeRefused(403, f"origin {origin!r} is not allowed")
+
+
+@functools.lru_cache(maxsize=8)
+def _normal(allowed: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(normal_origin(origin) for origin in allowed)
+
+
+def normal_origin(origin: str) -> str:
+    """``origin`` as a browser sends it: scheme and host in lower case, no default port,
+    no trailing slash. Anything that is not ``scheme://host[:port]`` (``null``) as is."""
+    try:
+        parts = urlsplit(origin.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return origin
+    if (not parts.scheme or not host or "@" in parts.netloc or parts.path not in ("", "/")
+            or parts.query or parts.fragment):
+        return origin
+    scheme = parts.scheme.lower()
+    if ":" in host:
+        host = f"[{host}]"  # IPv6, bracketed again
+    default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(scheme)
+    return f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
 
 
 def _claims(settings: Settings, secret: str, request: Websocket) -> dict[str, Any]:

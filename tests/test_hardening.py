@@ -183,3 +183,90 @@ def test_presence_is_refused_outside_the_token_s_channels():
         finally:
             for client in (ops, guest):
                 client.close()
+
+
+# -- also: the smaller holes ---------------------------------------------------------------
+
+
+def test_a_frame_of_a_thousand_nested_arrays_is_a_bad_frame():
+    """2 KB of ``[[[…]]]`` used to raise RecursionError in the decoder: the session
+    ended with 1011 and an ERROR traceback. Now it is ``bad_frame`` and the session
+    goes on."""
+    with ServerProcess() as server:
+        client = Client(server.ws_url, "nester")
+        try:
+            for nested in ("[" * 1000 + "]" * 1000,
+                           '{"type":"ping","id":1,"x":' + "[" * 1000 + "]" * 1000 + "}"):
+                client.send(nested)
+                reply = client.recv()
+                assert (reply["type"], reply.get("code")) == ("error", "bad_frame"), reply
+            assert client.ok("ping")
+        finally:
+            client.close()
+        log = server.log()
+    print(f"\nnested frames: answered bad_frame; ERROR lines in the log: {log.count('ERROR')}")
+    assert "ERROR" not in log and "Traceback" not in log, log[-2000:]
+
+
+def test_the_chat_page_is_served_only_with_its_security_headers():
+    """``/static/index.html`` was the page without its CSP (frame-ancestors), nosniff or
+    referrer policy, cached for 12 h; now it leads to ``/``, which has them."""
+    import urllib.request
+
+    with ServerThread(Settings()) as server:
+        for path in ("/", "/static/index.html"):
+            with urllib.request.urlopen(f"{server.url}{path}", timeout=5) as response:
+                headers, final = response.headers, response.url
+            print(f"\n{path} -> {final}: {headers.get('Content-Security-Policy')!r}")
+            assert final == f"{server.url}/"
+            assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+            assert headers["X-Content-Type-Options"] == "nosniff"
+            assert headers["Referrer-Policy"] == "no-referrer"
+            assert headers["Cache-Control"] == "no-cache"
+
+
+def test_allowed_origins_match_as_browsers_send_them():
+    """An origin listed as ``https://Chat.Example.com`` admits the page a browser calls
+    ``https://chat.example.com`` (scheme and host case, default port); look-alikes and
+    other ports are still refused."""
+    import websocket
+
+    allowed = ("https://Chat.Example.com", "http://localhost:3000/")
+    with ServerThread(Settings(allowed_origins=allowed)) as server:
+        def status(origin: str) -> int:
+            try:
+                websocket.create_connection(f"{server.ws_url}?client_id=a", timeout=5,
+                                            origin=origin).close()
+            except websocket.WebSocketBadStatusException as exc:
+                return int(exc.status_code)
+            return 101
+
+        answers = {origin: status(origin) for origin in (
+            "https://chat.example.com", "HTTPS://CHAT.EXAMPLE.COM:443",
+            "http://localhost:3000", "https://chat.example.com.evil.net",
+            "https://user@chat.example.com", "http://chat.example.com",
+            "http://localhost:30001", "null")}
+        print(f"\norigins: {answers}")
+        assert [o for o, code in answers.items() if code == 101] == [
+            "https://chat.example.com", "HTTPS://CHAT.EXAMPLE.COM:443", "http://localhost:3000"]
+        assert set(answers.values()) == {101, 403}
+
+
+@pytest.mark.redis
+def test_history_with_a_malformed_before_is_a_bad_frame(redis_url):
+    """``before`` is a message id; ``-1`` used to reach Redis as a stream id and come
+    back as ``unavailable`` ("Redis unreachable"), telling the client to retry."""
+    env = {"QUART_CHAT_REDIS_URL": redis_url, "QUART_CHAT_PLUGINS": "plugins.redis_history",
+           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    with ServerProcess(env) as server:
+        client = Client(server.ws_url, "pager")
+        try:
+            client.ok("subscribe", channel="room")
+            mid = client.ok("publish", channel="room", text="hello")["mid"]
+            codes = {before: client.request("history", channel="room", before=before).get(
+                "code") for before in ("-1", "zz", "0000000000001", mid.upper())}
+            print(f"\nhistory with a malformed before: {codes}")
+            assert codes == dict.fromkeys(codes, "bad_frame")
+            assert client.ok("history", channel="room", before=mid)["messages"] == []
+        finally:
+            client.close()
