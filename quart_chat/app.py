@@ -80,16 +80,16 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     async def ws() -> Response | None:
         try:
             identity = await identify_client(service, websocket)
-            await admit(service, identity.client_id)
+            batch = websocket.args.get("batch", "0") not in ("0", "", "false")
+            # The session outlives this handler's context lookups: give it the real object.
+            session = Session(service, transport.real_websocket(websocket),
+                              identity.client_id, batch=batch)
+            session.claims, session.allowed_channels = identity.claims, identity.channels
+            await admit(service, session)
         except HandshakeRefused as exc:
             response = jsonify({"error": exc.reason})
             response.status_code = exc.status
             return response
-        batch = websocket.args.get("batch", "0") not in ("0", "", "false")
-        # The session outlives this handler's context lookups: give it the real object.
-        session = Session(service, transport.real_websocket(websocket), identity.client_id,
-                          batch=batch)
-        session.claims, session.allowed_channels = identity.claims, identity.channels
         await session.run()
         return None
 

@@ -6,6 +6,7 @@ with a status and a reason rather than an accepted-then-closed socket.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
     from .config import Settings
     from .service import ChatService
+    from .session import Session
 
 
 @dataclass(frozen=True)
@@ -55,21 +57,29 @@ async def identify_client(service: ChatService, request: Websocket) -> Identity:
     return Identity(client_id, claims, _channels_claim(claims))
 
 
-async def admit(service: ChatService, client_id: str) -> None:
-    """Refuse (HTTP 429) a client id that already has ``max_connections_per_client``.
+async def admit(service: ChatService, session: Session) -> None:
+    """Reserve ``session``'s slot among its client id's ``max_connections_per_client``,
+    or refuse (HTTP 429).
 
-    Counted from the store, so sessions on every process count; handshakes racing each
-    other on different processes may briefly pass the cap by their number.
+    The store counts and records in one step, so sessions on every process count and
+    simultaneous handshakes cannot pass the cap. The slot is the session's record: its
+    end gives it back, or :meth:`ChatService.release` if it never runs. With the store
+    down, only this process's sessions can be counted.
     """
     limit = service.settings.max_connections_per_client
-    local = sum(1 for s in service.sessions if s.client_id == client_id)
+    local = sum(1 for s in service.sessions if s.client_id == session.client_id)
     if local < limit:
+        reserving = asyncio.ensure_future(
+            service.store.reserve(session.id, session.client_id, limit))
         try:
-            count = await service.store.session_count(client_id)
+            # Shielded: a client that leaves now must not leave a slot reserved behind it.
+            if await asyncio.shield(reserving):
+                return
+        except asyncio.CancelledError:
+            reserving.add_done_callback(lambda _: service.release(session))
+            raise
         except ChatError:
-            count = local  # store down: the local count is all we can enforce
-        if max(local, count) < limit:
-            return
+            return  # store down: the local count is all we can enforce
     raise HandshakeRefused(
         429, f"too many connections for this client id (at most {limit})"
     )

@@ -113,6 +113,20 @@ class ChatService:
 
     # -- a session's life -------------------------------------------------------------
 
+    def release(self, session: Session) -> None:
+        """Give back the connection slot :func:`~quart_chat.handshake.admit` reserved for a
+        session that never ran (its client left during the handshake); idempotent."""
+        task = asyncio.create_task(self._release(session))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _release(self, session: Session) -> None:
+        try:
+            await self.store.disconnect(session.id, session.client_id, ())
+        except Unavailable:
+            log.warning("session %s: store unreachable; its connection slot stays taken "
+                        "until the client id's record is cleaned", session.id)
+
     async def session_opened(self, session: Session) -> None:
         """Record the session in the store and run ``client_connected``."""
         try:

@@ -171,7 +171,11 @@ class Session:
     async def run(self) -> None:
         """Serve the socket until the client leaves or the session is closed."""
         service = self._service
-        await self._websocket.accept()
+        try:
+            await self._websocket.accept()
+        except BaseException:
+            service.release(self)  # the slot admit() reserved: this session never ran
+            raise
         self.deliver(protocol.encode(self._welcome()))
         service.sessions.add(self)
         metrics.session_opened()

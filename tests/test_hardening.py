@@ -270,3 +270,45 @@ def test_history_with_a_malformed_before_is_a_bad_frame(redis_url):
             assert client.ok("history", channel="room", before=mid)["messages"] == []
         finally:
             client.close()
+
+
+async def simultaneous_handshakes(ports: list[int], client_id: str, count: int) -> list[int]:
+    """``count`` WebSocket handshakes for one client id at once, spread over ``ports``,
+    every socket held open until all are answered: their HTTP statuses."""
+    import asyncio
+    import base64
+
+    async def handshake(port: int) -> tuple[int, asyncio.StreamWriter]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write((f"GET /ws?client_id={client_id} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                      "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                      f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        status_line = await asyncio.wait_for(reader.readline(), 30)
+        return int(status_line.split()[1]), writer
+
+    answered = await asyncio.gather(*(handshake(ports[n % len(ports)]) for n in range(count)))
+    for _, writer in answered:
+        writer.close()
+    return [status for status, _ in answered]
+
+
+@pytest.mark.redis
+def test_the_connection_cap_holds_against_simultaneous_handshakes(redis_url):
+    """300 handshakes of one client id at once, on two processes sharing Redis, cap 16:
+    exactly 16 are admitted (the slot is reserved atomically before accepting), and
+    every slot is free again once they leave. Counting, then accepting, admitted 54 of
+    1,000 against 16."""
+    import asyncio
+
+    env = {"QUART_CHAT_REDIS_URL": redis_url}
+    with ServerProcess(env) as one, ServerProcess(env) as two:
+        statuses = asyncio.run(simultaneous_handshakes([one.port, two.port], "crowd", 300))
+        admitted = statuses.count(101)
+        print(f"\nsimultaneous handshakes, cap 16: {admitted} admitted, "
+              f"{statuses.count(429)} refused with 429")
+        assert admitted == 16
+        assert statuses.count(429) == 300 - 16
+        wait_until(lambda: health(one.url)["sessions"] + health(two.url)["sessions"] == 0,
+                   10, "every admitted session ended")
+        assert [leave_mid_request(one.port, "crowd") for _ in range(16)] == [101] * 16

@@ -69,8 +69,13 @@ class Store(Protocol):
     async def presence(self, channel: str) -> list[str]:
         """Client ids with at least one session in ``channel``, sorted."""
 
-    async def session_count(self, client_id: str) -> int:
-        """How many live sessions ``client_id`` has (on every process)."""
+    async def reserve(self, session_id: str, client_id: str, limit: int) -> bool:
+        """Record ``session_id`` for ``client_id`` if the client has fewer than ``limit``
+        sessions (on every process), in one atomic step; False records nothing.
+
+        Handshakes racing each other cannot both take the last slot. The slot is given
+        back by :meth:`disconnect` (a session that never ran calls it too).
+        """
 
 
 @dataclass(frozen=True)
