@@ -70,6 +70,12 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
                                  "X-Content-Type-Options": "nosniff",
                                  "Referrer-Policy": "no-referrer"})
 
+    @app.get("/static/index.html")
+    async def page_elsewhere() -> Response:
+        """The page only at ``/``: the static handler would serve it without the headers
+        above, framable, sniffable and cached for hours."""
+        return Response("", status=308, headers={"Location": "/"})
+
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus text format; all workers' values in multiprocess mode."""
@@ -80,16 +86,16 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     async def ws() -> Response | None:
         try:
             identity = await identify_client(service, websocket)
-            await admit(service, identity.client_id)
+            batch = websocket.args.get("batch", "0") not in ("0", "", "false")
+            # The session outlives this handler's context lookups: give it the real object.
+            session = Session(service, transport.real_websocket(websocket),
+                              identity.client_id, batch=batch)
+            session.claims, session.allowed_channels = identity.claims, identity.channels
+            await admit(service, session)
         except HandshakeRefused as exc:
             response = jsonify({"error": exc.reason})
             response.status_code = exc.status
             return response
-        batch = websocket.args.get("batch", "0") not in ("0", "", "false")
-        # The session outlives this handler's context lookups: give it the real object.
-        session = Session(service, transport.real_websocket(websocket), identity.client_id,
-                          batch=batch)
-        session.claims, session.allowed_channels = identity.claims, identity.channels
         await session.run()
         return None
 

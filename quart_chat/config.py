@@ -19,6 +19,7 @@ ENV_PREFIX = "QUART_CHAT_"
 
 SECONDS = 1.0
 KIB = 1024
+MIB = 1024 * KIB
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -81,6 +82,9 @@ class Settings:
     node_ttl: float = 15 * SECONDS
     #: Frames waiting for one socket before that client is disconnected as too slow.
     outbound_queue: int = 1024
+    #: Size of the frames waiting for one socket (bytes of their JSON text; a character
+    #: counts one) beyond which the next frame disconnects that client as too slow.
+    outbound_queue_bytes: int = 1 * MIB
     #: Seconds between WebSocket pings the server sends (clients answer with pongs).
     ping_interval: float = 20 * SECONDS
     #: Seconds a client may stay silent (no frame, no pong) after a ping before it is
@@ -172,6 +176,7 @@ class Settings:
             "max_text_length",
             "node_ttl",
             "outbound_queue",
+            "outbound_queue_bytes",
             "ping_interval",
             "ping_timeout",
             "publish_burst",

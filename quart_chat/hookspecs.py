@@ -115,8 +115,9 @@ def client_disconnected(session: Session, bot: Bot) -> MaybeAwaitable[None]:
 def authorize(session: Session, action: str, channel: str) -> MaybeAwaitable[bool | None]:
     """May ``session`` perform ``action`` (``"subscribe"`` or ``"publish"``) on ``channel``?
 
-    Runs before every subscribe, publish and history request (history counts as
-    ``"subscribe"``). Return ``False`` to refuse (the client gets error ``forbidden``);
+    Runs before every subscribe, publish, history and presence request (history and
+    presence read the channel, so they count as ``"subscribe"``: no other value of
+    ``action`` reaches a plugin). Return ``False`` to refuse (the client gets error ``forbidden``);
     ``True`` or ``None`` do not refuse, and the next implementation is asked. The first
     ``False`` wins: implementations are asked in pluggy's call order and those after a
     refusal are not asked (a refusal cannot be overturned, so asking them would only

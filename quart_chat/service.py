@@ -146,6 +146,20 @@ class ChatService:
 
     # -- a session's life -------------------------------------------------------------
 
+    def release(self, session: Session) -> None:
+        """Give back the connection slot :func:`~quart_chat.handshake.admit` reserved for a
+        session that never ran (its client left during the handshake); idempotent."""
+        task = asyncio.create_task(self._release(session))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _release(self, session: Session) -> None:
+        try:
+            await self.store.disconnect(session.id, session.client_id, ())
+        except Unavailable:
+            log.warning("session %s: store unreachable; its connection slot stays taken "
+                        "until the client id's record is cleaned", session.id)
+
     async def session_opened(self, session: Session) -> None:
         """Record the session in the store and run ``client_connected``."""
         try:
@@ -286,8 +300,20 @@ class ChatService:
         """The channels ``session`` is subscribed to, sorted."""
         return sorted(session.channels)
 
+    async def presence(self, session: Session, channel: str) -> list[str]:
+        """A client's ``presence``: who is in a channel, for a client allowed to read it.
+
+        The member list is the channel's, so it follows the decision for subscribing
+        (the token's ``channels`` claim, then ``authorize`` with ``"subscribe"``, as
+        ``history`` does): a plugin that switches on ``action`` meets no new value.
+        """
+        channel = check_channel(channel)
+        await self._authorize(session, "subscribe", channel)
+        return await self.channel_presence(channel)
+
     async def channel_presence(self, channel: str) -> list[str]:
-        """Client ids with a session in ``channel`` on any process, sorted."""
+        """Client ids with a session in ``channel`` on any process, sorted (unchecked:
+        for callers with their own authority, such as the server's own code)."""
         return await self.store.presence(check_channel(channel))
 
     async def history(

@@ -89,7 +89,10 @@ def ws_frame(text: str) -> bytes:
         header += bytes([0x80 | 126]) + len(payload).to_bytes(2, "big")
     else:
         header += bytes([0x80 | 127]) + len(payload).to_bytes(8, "big")
-    return bytes(header) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    masks = (mask * (len(payload) // 4 + 1))[:len(payload)]  # XOR as one big integer: fast
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(masks, "big")).to_bytes(
+        len(payload), "big")
+    return bytes(header) + mask + masked
 
 
 def read_close_code(sock: socket.socket, timeout: float = 10.0) -> int | None:

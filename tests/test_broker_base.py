@@ -6,9 +6,9 @@ import asyncio
 import importlib
 
 from quart_chat.backends import SCHEMES, open_backend
-from quart_chat.backends.base import cancel_and_wait
 from quart_chat.backends.redis_support import redact
 from quart_chat.config import Settings
+from quart_chat.tasks import cancel_and_wait
 
 
 def test_cancel_and_wait_ends_a_task_that_swallowed_one_cancellation():

@@ -70,7 +70,8 @@ from redis.exceptions import MovedError, RedisClusterException, ResponseError
 
 from ..config import Settings
 from ..errors import ConfigError, Unavailable
-from .base import Backend, Deliver, GapNotice, cancel_and_wait
+from ..tasks import cancel_and_wait
+from .base import Backend, Deliver, GapNotice
 from .keys import RESERVED, tagged, wire_kind
 from .redis import RedisStore, shared
 from .redis_support import (
@@ -260,7 +261,7 @@ class ClusterBroker:
         tasks: list[asyncio.Task[Any]] = [link.task for link in self._links.values()]
         tasks += [t for t in (self._map_task, self._rehomer) if t is not None]
         tasks += list(self._retired)
-        await cancel_and_wait(tasks)
+        await cancel_and_wait(tasks, what="broker tasks")
         self._links.clear()
         self._retired.clear()
         with contextlib.suppress(*COMMAND_FAILED):

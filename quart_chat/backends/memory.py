@@ -83,8 +83,14 @@ class MemoryStore:
     async def presence(self, channel: str) -> list[str]:
         return sorted(set(self.members.get(channel, {}).values()))
 
-    async def session_count(self, client_id: str) -> int:
-        return len(self.clients.get(client_id, ()))
+    async def reserve(self, session_id: str, client_id: str, limit: int) -> bool:
+        sessions = self.clients[client_id]  # no await between the count and the add
+        if len(sessions) >= limit:
+            if not sessions:
+                del self.clients[client_id]
+            return False
+        sessions.add(session_id)
+        return True
 
     async def claim(self, key: str, ttl: float) -> bool:
         now = time.monotonic()

@@ -34,7 +34,8 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from .. import metrics
 from ..config import Settings
 from ..errors import Unavailable
-from .base import Backend, Broker, Deliver, GapNotice, cancel_and_wait
+from ..tasks import cancel_and_wait
+from .base import Backend, Broker, Deliver, GapNotice
 from .keys import RESERVED
 from .node_heartbeat import NodeHeartbeat
 from .redis_support import (
@@ -148,7 +149,7 @@ class RedisBroker:
             ) from None
 
     async def close(self) -> None:
-        await cancel_and_wait(self._tasks)
+        await cancel_and_wait(self._tasks, what="broker tasks")
         self._tasks = []
         self._connected.clear()
         metrics.redis_pubsub_up(False)
@@ -321,6 +322,15 @@ class RedisBroker:
 
 # -- the store -------------------------------------------------------------------------
 
+#: KEYS[1] the client's session set; ARGV session id, limit: 1 if added, 0 if full.
+RESERVE = """
+if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then
+    redis.call('SADD', KEYS[1], ARGV[1])
+    return 1
+end
+return 0
+"""
+
 
 class RedisStore:
     """Records kept in Redis so every process (and operators) can see them."""
@@ -333,6 +343,7 @@ class RedisStore:
         #: The command client, shared with the node heartbeat.
         self.client = client
         self._prefix = prefix
+        self._reserve = client.register_script(RESERVE)
 
     def session_key(self, session_id: str, client_id: str) -> str:
         return f"{self._prefix}:session:{session_id}"
@@ -390,8 +401,11 @@ class RedisStore:
         members = await self._run(self.client.hvals(self.presence_key(channel)))
         return sorted({text(m) for m in members})
 
-    async def session_count(self, client_id: str) -> int:
-        return int(await self._run(self.client.scard(self.client_key(client_id))))
+    async def reserve(self, session_id: str, client_id: str, limit: int) -> bool:
+        # One script, so the count and the add are one step for every process.
+        added = await self._run(self._reserve(keys=[self.client_key(client_id)],
+                                              args=[session_id, limit]))
+        return bool(added)
 
     async def claim(self, key: str, ttl: float) -> bool:
         # One key, so on a cluster redis-py sends it to the key's slot like any other.
