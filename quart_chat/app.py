@@ -27,9 +27,9 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     ``@hookimpl`` functions): handy in tests and notebooks.
     """
     settings = Settings.from_env() if settings is None else settings
-    transport.install()
     logging.getLogger("quart_chat").setLevel(settings.log_level.upper())
     app = Quart(__name__)
+    transport.install(app, settings)
     service = ChatService(settings, plugins)
     app.extensions[EXTENSION] = service
 

@@ -55,8 +55,11 @@ class Settings:
     max_frame_bytes: int = 32 * KIB
     #: Largest ``limit`` a ``history`` request may ask for.
     max_history: int = 200
-    #: Inbound frames a client may have waiting unread before it is closed with 1008.
+    #: Accepted for compatibility; no longer used: inbound frames are read only when the
+    #: session is ready for them, so a client that sends ahead is slowed down by TCP.
     max_inbound_backlog: int = 256
+    #: Most WebSocket frames one message may be split into; more close with 1008.
+    max_message_fragments: int = 128
     #: Most missed messages a recovering ``subscribe`` replays; more: ``recovered`` false.
     max_recovery: int = 1000
     #: Longest message text, in characters.
@@ -86,6 +89,12 @@ class Settings:
     redis_probe_interval: float = 1 * SECONDS
     #: Seconds to wait for shutdown to close sessions before giving up.
     shutdown_timeout: float = 5 * SECONDS
+    #: Inbound bytes per second per connection, read by the server (burst: twice that);
+    #: more close with 1008 (hypercorn).
+    transport_byte_rate: float = 1024 * KIB
+    #: Inbound WebSocket frames per second per connection, fragments, pings and pongs
+    #: included (burst: twice that); more close with 1008 (hypercorn).
+    transport_frame_rate: float = 5000.0
     #: Server processes ``quart-chat serve`` starts (needs Redis when more than one).
     workers: int = 1
 
@@ -129,6 +138,7 @@ class Settings:
             "max_frame_bytes",
             "max_history",
             "max_inbound_backlog",
+            "max_message_fragments",
             "max_recovery",
             "max_text_length",
             "node_ttl",
@@ -139,6 +149,8 @@ class Settings:
             "publish_rate",
             "redis_probe_interval",
             "shutdown_timeout",
+            "transport_byte_rate",
+            "transport_frame_rate",
             "workers",
         )
         for name in positive:
