@@ -10,7 +10,7 @@ from importlib import resources
 
 from quart import Quart, Response, jsonify, request, websocket
 
-from . import __version__, metrics, transport
+from . import __version__, logs, metrics, transport
 from .config import Settings
 from .errors import HandshakeRefused
 from .handshake import admit, identify_client
@@ -28,6 +28,10 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     """
     settings = Settings.from_env() if settings is None else settings
     logging.getLogger("quart_chat").setLevel(settings.log_level.upper())
+    if not logging.getLogger().handlers:
+        # Run by a server that configures only its own loggers (uvicorn, granian, plain
+        # hypercorn): without this, the connect/disconnect lines would go nowhere.
+        logs.configure(settings)
     app = Quart(__name__)
     transport.install(app, settings)
     service = ChatService(settings, plugins)

@@ -19,6 +19,8 @@ ENV_PREFIX = "QUART_CHAT_"
 
 SECONDS = 1.0
 KIB = 1024
+#: ASGI servers ``quart-chat serve`` can run (the tests run the app under each).
+SERVERS = ("hypercorn", "uvicorn", "granian")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -87,6 +89,8 @@ class Settings:
     redis_url: str | None = None
     #: Seconds between liveness probes of the Redis pub/sub connection.
     redis_probe_interval: float = 1 * SECONDS
+    #: ASGI server ``quart-chat serve`` runs: ``hypercorn``, ``uvicorn`` or ``granian``.
+    server: str = "hypercorn"
     #: Seconds to wait for shutdown to close sessions before giving up.
     shutdown_timeout: float = 5 * SECONDS
     #: Inbound bytes per second per connection, read by the server (burst: twice that);
@@ -108,6 +112,17 @@ class Settings:
             if ENV_PREFIX + field.name.upper() in environ
         }
         return cls.from_mapping(values)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``QUART_CHAT_*`` variables, read back by :meth:`from_env` (how
+        ``quart-chat serve`` hands them to workers that build their own app)."""
+        values = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            values[_env(field.name)] = "" if value is None else str(value)
+        return values
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
@@ -156,6 +171,8 @@ class Settings:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env(name)} must be greater than 0")
+        if self.server not in SERVERS:
+            raise ConfigError(f"{_env('server')} must be one of {', '.join(SERVERS)}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"{_env('log_format')} must be text or json")
         if self.workers > 1 and not self.redis_url:

@@ -207,13 +207,13 @@ class Session:
         service = self._service
         service.sessions.discard(self)
         await service.session_leaving(self)
-        if self.close_code is not None and not self._peer_gone:
+        if self.close_code is None:
+            self.close_code, self.close_reason = 1000, "client closed"
+        elif not self._peer_gone:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     self._websocket.close(self.close_code, self.close_reason), CLOSE_TIMEOUT
                 )
-        else:
-            self.close_code, self.close_reason = 1000, "client closed"
         self.finished.set()
         metrics.session_closed()
         logs.disconnected(self)
