@@ -98,7 +98,7 @@ class Settings:
     transport_byte_rate: float = 1024 * KIB
     #: Inbound WebSocket frames per second per connection, fragments, pings and pongs
     #: included (burst: twice that); more close with 1008 (hypercorn).
-    transport_frame_rate: float = 5000.0
+    transport_frame_rate: float = 2000.0
     #: Server processes ``quart-chat serve`` starts (needs Redis when more than one).
     workers: int = 1
 

@@ -7,8 +7,8 @@ environment) are written there first, so every worker sees exactly them.
 
 Each server keeps its own transport: uvicorn sends WebSocket pings every
 ``ping_interval`` and closes a peer that has not answered within ``ping_timeout``;
-granian answers pings but sends none. Both refuse messages over 4 × ``max_frame_bytes``
-(uvicorn: ``ws_max_size``; granian: its own fixed limit).
+granian answers pings but sends none. uvicorn refuses messages over 4 x ``max_frame_bytes``
+(``ws_max_size``); granian has no such setting, its own defaults apply.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ buffers, and TCP slows the client down, as any TCP program would.
 
 hypercorn's stream (:func:`install` wraps ``WSStream``) gets, per connection:
 
-- limits checked where the bytes are read: a message over ``4 × max_frame_bytes`` closes
+- limits checked where the bytes are read: a message over ``4 x max_frame_bytes`` closes
   with 1009, a message in more than ``max_message_fragments`` frames, or more than
   ``transport_frame_rate`` frames or ``transport_byte_rate`` bytes a second, with 1008.
   Then the connection is dropped: hypercorn 0.18 would otherwise go on reading (and
@@ -75,6 +75,9 @@ CLOSE_TOO_BIG = 1009
 #: What the app is told when the peer left without a close frame.
 CLOSE_ABNORMAL = 1006
 
+#: WebSocket frames one connection's read may handle before it yields the event loop.
+EVENTS_PER_TURN = 16
+
 _patched: bool | None = None
 
 
@@ -96,7 +99,7 @@ class InboundLimits:
     #: Most frames one message may be split into; beyond: 1008.
     max_fragments: int = 128
     #: WebSocket frames (fragments, pings and pongs included) per second; burst 2x.
-    frame_rate: float = 5000.0
+    frame_rate: float = 2000.0
     #: Bytes per second; the burst is twice that (at least two largest messages).
     byte_rate: float = 1024.0 * 1024
 
@@ -263,41 +266,58 @@ def _patch_hypercorn() -> bool:
 
     async def handle_events(self: Any) -> None:
         guard: _Guard = self._quart_chat_guard
-        limits = guard.limits
-        for event in self.connection.events():
+        unanswered: Ping | None = None
+        for count, event in enumerate(self.connection.events(), 1):
+            if count % EVENTS_PER_TURN == 0:
+                # One read can hold thousands of tiny frames: answer the latest ping
+                # (RFC 6455 5.5.3 allows skipping older ones) and let the other
+                # connections have the loop in between.
+                if unanswered is not None:
+                    await self._send_wsproto_event(unanswered.response())
+                    unanswered = None
+                await self.context.sleep(0)
             if self.closed:
                 return
-            if not guard.frames.take():
-                await drop(self, CLOSE_POLICY, f"more than {limits.frame_rate:g} frames per second")
+            if isinstance(event, Ping):
+                unanswered = event
+            if not await inbound(self, guard, event):
                 return
-            if isinstance(event, Message):
-                guard.fragments += 1
-                if guard.fragments > limits.max_fragments:
-                    await drop(self, CLOSE_POLICY,
-                               f"a message in more than {limits.max_fragments} fragments")
-                    return
-                try:
-                    self.buffer.extend(event)
-                except FrameTooLargeError:
-                    await drop(self, CLOSE_TOO_BIG,
-                               f"message larger than {self.buffer.max_length}")
-                    return
-                if event.message_finished:
-                    guard.fragments = 0
-                    await self.app_put(self.buffer.to_message())
-                    self.buffer.clear()
-            elif isinstance(event, Ping):
+        if unanswered is not None:
+            await self._send_wsproto_event(unanswered.response())
+
+    async def inbound(self: Any, guard: _Guard, event: Any) -> bool:
+        """Apply the limits to one wsproto event and pass messages to the app; False once
+        the stream is closed."""
+        limits = guard.limits
+        if not guard.frames.take():
+            await drop(self, CLOSE_POLICY, f"more than {limits.frame_rate:g} frames per second")
+            return False
+        if isinstance(event, Message):
+            guard.fragments += 1
+            if guard.fragments > limits.max_fragments:
+                await drop(self, CLOSE_POLICY,
+                           f"a message in more than {limits.max_fragments} fragments")
+                return False
+            try:
+                self.buffer.extend(event)
+            except FrameTooLargeError:
+                await drop(self, CLOSE_TOO_BIG, f"message larger than {self.buffer.max_length}")
+                return False
+            if event.message_finished:
+                guard.fragments = 0
+                await self.app_put(self.buffer.to_message())
+                self.buffer.clear()
+        elif isinstance(event, CloseConnection):
+            state = self.connection.state
+            if state == ConnectionState.REMOTE_CLOSING:  # the client closes: answer
+                guard.reason = (event.code, event.reason or "")
                 await self._send_wsproto_event(event.response())
-            elif isinstance(event, CloseConnection):
-                state = self.connection.state
-                if state == ConnectionState.REMOTE_CLOSING:  # the client closes: answer
-                    guard.reason = (event.code, event.reason or "")
-                    await self._send_wsproto_event(event.response())
-                elif state != ConnectionState.CLOSED:  # wsproto could not parse: 1002/1007
-                    await drop(self, event.code, event.reason or "protocol error")
-                    return
-                await self.send(StreamClosed(stream_id=self.stream_id))
-                return
+            elif state != ConnectionState.CLOSED:  # wsproto could not parse: 1002/1007
+                await drop(self, event.code, event.reason or "protocol error")
+                return False
+            await self.send(StreamClosed(stream_id=self.stream_id))
+            return False
+        return True
 
     async def app_send(self: Any, message: Any) -> None:
         if message is None:
