@@ -95,7 +95,7 @@ class Settings:
     shutdown_timeout: float = 5 * SECONDS
     #: Inbound bytes per second per connection, read by the server (burst: twice that);
     #: more close with 1008 (hypercorn).
-    transport_byte_rate: float = 1024 * KIB
+    transport_byte_rate: float = 16 * 1024 * KIB
     #: Inbound WebSocket frames per second per connection, fragments, pings and pongs
     #: included (burst: twice that); more close with 1008 (hypercorn).
     transport_frame_rate: float = 2000.0

@@ -95,16 +95,17 @@ class InboundLimits:
     """What one connection may send, checked by hypercorn's stream as it reads."""
 
     #: Longest message (characters of text, bytes of binary); beyond: 1009.
-    max_message: int = 4 * 32 * 1024
+    max_message: int
     #: Most frames one message may be split into; beyond: 1008.
-    max_fragments: int = 128
+    max_fragments: int
     #: WebSocket frames (fragments, pings and pongs included) per second; burst 2x.
-    frame_rate: float = 2000.0
+    frame_rate: float
     #: Bytes per second; the burst is twice that (at least two largest messages).
-    byte_rate: float = 1024.0 * 1024
+    byte_rate: float
 
     @classmethod
     def of(cls, settings: Settings) -> InboundLimits:
+        """The limits ``settings`` give (the message limit: 4 x ``max_frame_bytes``)."""
         return cls(max_message=4 * settings.max_frame_bytes,
                    max_fragments=settings.max_message_fragments,
                    frame_rate=settings.transport_frame_rate,
@@ -197,7 +198,11 @@ def _limits_of(asgi_app: Any) -> InboundLimits:
     any other app in the same process)."""
     app = getattr(asgi_app, "app", asgi_app)
     found = getattr(app, "extensions", {}).get(LIMITS_KEY)
-    return found if isinstance(found, InboundLimits) else InboundLimits()
+    if isinstance(found, InboundLimits):
+        return found
+    from .config import Settings
+
+    return InboundLimits.of(Settings())
 
 
 def _patch_hypercorn() -> bool:

@@ -178,7 +178,8 @@ def test_a_connection_over_the_byte_rate_is_closed():
         sock, status, _ = raw_handshake(server.port, "client_id=hose")
         assert status == 101
         ping = frame(TEXT, b'{"type":"ping","id":"' + b"x" * 60_000 + b'"}')
-        sent = _stream(sock, _endless(ping, ping), budget=16 * 1024 * 1024, seconds=5)
-        assert read_close_code(sock, 5) == 1008
+        sent = _stream(sock, _endless(ping, ping), budget=64 * 1024 * 1024, seconds=5)
         sock.close()
-        assert sent < 4 * 1024 * 1024
+        assert sent < 16 * 1024 * 1024  # the burst, then the kernel's buffers
+        wait_until(lambda: re.search(r"client_id=hose .*close_code=1008 reason='more than "
+                                     r"65536 bytes per second'", server.log()), 10, "the 1008")
