@@ -10,7 +10,7 @@ from importlib import resources
 
 from quart import Quart, Response, jsonify, request, websocket
 
-from . import api, metrics, transport, triggers
+from . import api, logs, metrics, transport, triggers
 from .bots import Bot
 from .config import Settings
 from .errors import HandshakeRefused
@@ -29,9 +29,13 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     ``@hookimpl`` functions): handy in tests and notebooks.
     """
     settings = Settings.from_env() if settings is None else settings
-    transport.install()
     logging.getLogger("quart_chat").setLevel(settings.log_level.upper())
+    if not logging.getLogger().handlers:
+        # Run by a server that configures only its own loggers (uvicorn, granian, plain
+        # hypercorn): without this, the connect/disconnect lines would go nowhere.
+        logs.configure(settings)
     app = Quart(__name__)
+    transport.install(app, settings)
     service = ChatService(settings, plugins)
     # Quart logs a before_serving failure with its traceback; a plugin's startup failure
     # was logged where it happened, in the plugin's words, and must not be buried.

@@ -1,5 +1,5 @@
-"""The ``quart-chat`` command: ``serve`` runs hypercorn programmatically, ``plugins`` lists,
-``publish`` posts a message through the server HTTP API.
+"""The ``quart-chat`` command: ``serve`` runs hypercorn (or uvicorn, granian), ``plugins`` lists,
+``publish`` posts a message through the server HTTP API, ``token`` signs a development token.
 
 Every ``serve`` option is generated from :class:`Settings`, defaults to "not given", and
 overrides the ``QUART_CHAT_*`` environment only when given on the command line.
@@ -89,12 +89,18 @@ def main() -> None:
 @main.command()
 @_setting_options
 def serve(**options: Any) -> None:
-    """Run the server with hypercorn (the embedded broker unless --redis-url is given)."""
+    """Run the server with hypercorn, or --server uvicorn|granian (the embedded broker
+    unless --redis-url is given)."""
     try:
         settings = settings_from(options)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     _configure_logging(settings)
+    if settings.server != "hypercorn":
+        from . import runners
+
+        sys.exit(runners.run_uvicorn(settings) if settings.server == "uvicorn"
+                 else runners.run_granian(settings))
     config = _hypercorn_config(settings)
     if settings.workers == 1:
         sys.exit(run_worker(settings, config))

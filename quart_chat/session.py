@@ -97,6 +97,8 @@ class Session:
         self._outbox_char_limit = settings.outbound_queue_bytes
         self._wakeup: asyncio.Future[None] | None = None
         self._closing: asyncio.Future[None] | None = None
+        #: True when the client ended the socket (nothing to send a close frame to).
+        self._peer_gone = False
         #: The publish rate limit (spent by the service's publish rule).
         self.publishes = TokenBucket(settings.publish_rate, settings.publish_burst)
         self._abuse = TokenBucket(settings.max_bad_frames / 10, settings.max_bad_frames)
@@ -220,8 +222,13 @@ class Session:
             asyncio.create_task(self._send_loop(), name=f"send {self.id}"),
             asyncio.create_task(self._receive_loop(), name=f"receive {self.id}"),
             closing,
-            asyncio.create_task(self._watch_peer(), name=f"liveness {self.id}"),
         ]
+        # Only hypercorn's stream tells us when the peer last sent anything; uvicorn and
+        # granian handle pings and dead peers themselves (see quart_chat.transport).
+        activity = transport.activity_of(self._websocket)
+        if activity is not None:
+            tasks.append(asyncio.create_task(self._watch_peer(activity),
+                                             name=f"liveness {self.id}"))
         try:
             # Shielded: redis-py (in the store or a plugin) can swallow a cancellation that
             # lands mid-command, and a client that leaves right now must still end this
@@ -260,13 +267,13 @@ class Session:
         service = self._service
         service.sessions.discard(self)
         await service.session_leaving(self)
-        if self.close_code is not None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = 1000, "client closed"
+        elif not self._peer_gone:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     self._websocket.close(self.close_code, self.close_reason), CLOSE_TIMEOUT
                 )
-        else:
-            self.close_code, self.close_reason = 1000, "client closed"
         self.finished.set()
         metrics.session_closed()
         logs.disconnected(self)
@@ -330,18 +337,23 @@ class Session:
                     await asyncio.sleep(0)
 
     async def _receive_loop(self) -> None:
+        """Read, decode and answer one frame at a time.
+
+        The next frame is read only when this one is answered (see
+        :class:`quart_chat.transport.PacedWebsocket`): a client that sends ahead waits on
+        TCP instead of growing this server's memory.
+        """
         receive = self._websocket.receive
         max_bytes = self._settings.max_frame_bytes
-        backlog = transport.inbound_backlog(self._websocket)
-        max_backlog = self._settings.max_inbound_backlog
         frames = self._frames
         while True:
-            data = await receive()
+            try:
+                data = await receive()
+            except transport.Disconnected as gone:
+                self._peer_closed(gone.code, gone.reason)
+                return
             if self.close_code is not None:
                 return  # closing: do not act on (or answer) anything more
-            if backlog() > max_backlog:
-                self.close(protocol.CLOSE_POLICY, "too many frames sent without waiting")
-                return
             self._last_frame = time.monotonic()
             if not frames.take():
                 self._fail(None, RateLimited(
@@ -368,6 +380,14 @@ class Session:
             metrics.result_sent()
             if fields is not _ANSWERED:
                 self.deliver(protocol.result(frame.id, fields))
+
+    def _peer_closed(self, code: int, reason: str) -> None:
+        """The client (or the transport on its behalf) ended the socket: record why, for
+        the disconnect log; no close frame is sent back on a closed socket."""
+        if self.close_code is None:
+            self._peer_gone = True
+            self.close(code, reason or ("client closed" if code in (1000, 1001, 1005)
+                                        else "connection lost"))
 
     def _fail(self, request_id: protocol.RequestId, exc: ChatError) -> None:
         metrics.error_sent(exc.code)
@@ -434,20 +454,15 @@ class Session:
 
     # -- dead peers ----------------------------------------------------------------------
 
-    async def _watch_peer(self) -> None:
+    async def _watch_peer(self, activity: transport.Activity) -> None:
         """Close a peer that sent nothing (no frame, no pong) for ping interval + timeout.
 
         hypercorn pings when configured with ``websocket_ping_interval`` (``quart-chat
-        serve`` does); under a hypercorn run without it, this loop sends the pings. Without
-        the transport stamp (see :mod:`quart_chat.transport`) nothing is enforced.
+        serve`` does); under a hypercorn run without it, this loop sends the pings.
         """
         settings = self._settings
         allowed = settings.ping_interval + settings.ping_timeout
         step = max(0.05, min(1.0, settings.ping_timeout / 4))
-        await asyncio.sleep(step)
-        activity = transport.activity_of(self._websocket)
-        if activity is None:
-            return
         next_ping = time.monotonic() + settings.ping_interval
         while True:
             await asyncio.sleep(step)
