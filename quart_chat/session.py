@@ -55,6 +55,9 @@ COALESCE_TURNS = 8
 #: Most ``call`` frames one session may have running at once; one more is answered
 #: ``rate_limited``. Each runs in its own task, so this bounds what a client can start.
 MAX_CALLS_IN_FLIGHT = 16
+#: Seconds a session whose outbox is half full waits for the client to read some of it
+#: before it reads the client's next frame; past that it is closed as a slow consumer.
+DRAIN_TIMEOUT = 5.0
 #: Seconds a session keeps cancelling its own tasks before it ends without them.
 TASK_STOP_BOUND = 2.0
 
@@ -96,6 +99,8 @@ class Session:
         self._outbox_chars = 0
         self._outbox_char_limit = settings.outbound_queue_bytes
         self._wakeup: asyncio.Future[None] | None = None
+        # Set while the receive loop waits for a congested outbox to drain (see _drain).
+        self._drained: asyncio.Future[None] | None = None
         self._closing: asyncio.Future[None] | None = None
         #: True when the client ended the socket (nothing to send a close frame to).
         self._peer_gone = False
@@ -329,12 +334,17 @@ class Session:
                     chunk = frames[start:start + MAX_BATCH]
                     self._outbox_chars -= sum(map(len, chunk))
                     await send("\n".join(chunk))
-                continue
-            for count, frame in enumerate(frames, 1):
-                self._outbox_chars -= len(frame)
-                await send(frame)
-                if count % SEND_BURST == 0:
-                    await asyncio.sleep(0)
+            else:
+                for count, frame in enumerate(frames, 1):
+                    self._outbox_chars -= len(frame)
+                    await send(frame)
+                    if count % SEND_BURST == 0:
+                        await asyncio.sleep(0)
+            drained = self._drained
+            if drained is not None and not self._congested():
+                self._drained = None
+                if not drained.done():
+                    drained.set_result(None)
 
     async def _receive_loop(self) -> None:
         """Read, decode and answer one frame at a time.
@@ -346,7 +356,20 @@ class Session:
         receive = self._websocket.receive
         max_bytes = self._settings.max_frame_bytes
         frames = self._frames
+        loop = asyncio.get_running_loop()
         while True:
+            if self._congested():
+                # Answers are piling up faster than the client takes them: read nothing
+                # more until they drain, so a pipelining client is paced by its own
+                # reading instead of being closed. One that takes nothing for
+                # DRAIN_TIMEOUT is a slow consumer all the same.
+                self._drained = drained = loop.create_future()
+                try:
+                    await asyncio.wait_for(drained, DRAIN_TIMEOUT)
+                except TimeoutError:
+                    metrics.slow_consumer()
+                    self._slow_consumer()
+                    return
             try:
                 data = await receive()
             except transport.Disconnected as gone:
@@ -380,6 +403,12 @@ class Session:
             metrics.result_sent()
             if fields is not _ANSWERED:
                 self.deliver(protocol.result(frame.id, fields))
+
+    def _congested(self) -> bool:
+        """Is the outbox half full (frames or bytes)? Then the client reads too slowly for
+        what it sends, and its next frame waits."""
+        return (len(self._outbox) * 2 >= self._outbox_limit
+                or self._outbox_chars * 2 > self._outbox_char_limit)
 
     def _peer_closed(self, code: int, reason: str) -> None:
         """The client (or the transport on its behalf) ended the socket: record why, for
