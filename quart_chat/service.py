@@ -535,12 +535,13 @@ class ChatService:
     async def health(self) -> dict[str, Any]:
         broker = await self.broker.health()
         return {
+            **broker,  # first: ``channels`` below is the clients' (the broker's count
+            # includes its reserved control channels)
             "status": "ok" if broker["connected"] else "unavailable",
             "broker": self.broker.name,
             "node": self.node_id,
             "sessions": len(self.sessions),
             "channels": len(self.hub.members),
-            **broker,
         }
 
 

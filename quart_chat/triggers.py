@@ -123,7 +123,10 @@ class Timers:
         bot = Bot(self._service, timer.bot_name)
         while True:
             period = math.floor(time.time() / timer.seconds) + 1
-            await asyncio.sleep(max(0.0, period * timer.seconds - time.time()))
+            # The loop's clock is not the wall clock: sleep again if it woke a little early,
+            # so a run (and what it posts) always falls inside its own period.
+            while (delay := period * timer.seconds - time.time()) > 0:
+                await asyncio.sleep(delay)
             try:
                 mine = await self._service.store.claim(f"timer:{timer.name}:{period}",
                                                        2 * timer.seconds + CLAIM_SLACK)
