@@ -36,8 +36,8 @@ def _tags(cell: dict[str, Any]) -> list[str]:
     return list(cell.get("metadata", {}).get("tags", []))
 
 
-def test_there_are_five_notebooks() -> None:
-    assert [p.name[:2] for p in _notebooks()] == ["01", "02", "03", "04", "05"]
+def test_there_are_six_notebooks() -> None:
+    assert [p.name[:2] for p in _notebooks()] == ["01", "02", "03", "04", "05", "06"]
 
 
 @pytest.mark.parametrize("path", _notebooks(), ids=lambda p: p.name)
