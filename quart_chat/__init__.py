@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # what mypy and IDEs see; at run time __getattr__ imports on 
     from .errors import ChatError, Forbidden, Rejected, Unavailable
     from .hookspecs import hookimpl
     from .protocol import Message
+    from .server_api import ServerAPI
     from .session import Session
     from .widgets import ChatWidget
 
@@ -46,6 +47,7 @@ _EXPORTS = {
     "Message": "protocol",
     "RedisMissing": "embedded",
     "Rejected": "errors",
+    "ServerAPI": "server_api",
     "Session": "session",
     "Settings": "config",
     "Unavailable": "errors",
@@ -71,6 +73,7 @@ __all__ = [
     "Message",
     "RedisMissing",
     "Rejected",
+    "ServerAPI",
     "Session",
     "Settings",
     "Unavailable",

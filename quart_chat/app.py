@@ -10,7 +10,7 @@ from importlib import resources
 
 from quart import Quart, Response, jsonify, request, websocket
 
-from . import metrics, transport
+from . import api, logs, metrics, transport, triggers
 from .bots import Bot
 from .config import Settings
 from .errors import HandshakeRefused
@@ -29,9 +29,13 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     ``@hookimpl`` functions): handy in tests and notebooks.
     """
     settings = Settings.from_env() if settings is None else settings
-    transport.install()
     logging.getLogger("quart_chat").setLevel(settings.log_level.upper())
+    if not logging.getLogger().handlers:
+        # Run by a server that configures only its own loggers (uvicorn, granian, plain
+        # hypercorn): without this, the connect/disconnect lines would go nowhere.
+        logs.configure(settings)
     app = Quart(__name__)
+    transport.install(app, settings)
     service = ChatService(settings, plugins)
     # Quart logs a before_serving failure with its traceback; a plugin's startup failure
     # was logged where it happened, in the plugin's words, and must not be buried.
@@ -53,6 +57,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
                 await task
         await service.stop(app)
 
+    api.install(app, service)
     page = _chat_page(settings)
 
     @app.get("/")
@@ -69,6 +74,12 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
                                  "X-Content-Type-Options": "nosniff",
                                  "Referrer-Policy": "no-referrer"})
 
+    @app.get("/static/index.html")
+    async def page_elsewhere() -> Response:
+        """The page only at ``/``: the static handler would serve it without the headers
+        above, framable, sniffable and cached for hours."""
+        return Response("", status=308, headers={"Location": "/"})
+
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus text format; all workers' values in multiprocess mode."""
@@ -79,16 +90,16 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
     async def ws() -> Response | None:
         try:
             identity = await identify_client(service, websocket)
-            await admit(service, identity.client_id)
+            batch = websocket.args.get("batch", "0") not in ("0", "", "false")
+            # The session outlives this handler's context lookups: give it the real object.
+            session = Session(service, transport.real_websocket(websocket),
+                              identity.client_id, batch=batch)
+            session.claims, session.allowed_channels = identity.claims, identity.channels
+            await admit(service, session)
         except HandshakeRefused as exc:
             response = jsonify({"error": exc.reason})
             response.status_code = exc.status
             return response
-        batch = websocket.args.get("batch", "0") not in ("0", "", "false")
-        # The session outlives this handler's context lookups: give it the real object.
-        session = Session(service, transport.real_websocket(websocket), identity.client_id,
-                          batch=batch)
-        session.claims, session.allowed_channels = identity.claims, identity.channels
         await session.run()
         return None
 
@@ -98,6 +109,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
         health["version"] = __version__
         return jsonify(health), 200 if health["status"] == "ok" else 503
 
+    triggers.install(app, service)  # last: plugin routes may not take the server's
     return app
 
 

@@ -1,4 +1,5 @@
-"""The ``quart-chat`` command: ``serve`` runs hypercorn programmatically, ``plugins`` lists.
+"""The ``quart-chat`` command: ``serve`` runs hypercorn (or uvicorn, granian), ``plugins`` lists,
+``publish`` posts a message through the server HTTP API, ``token`` signs a development token.
 
 Every ``serve`` option is generated from :class:`Settings`, defaults to "not given", and
 overrides the ``QUART_CHAT_*`` environment only when given on the command line.
@@ -88,12 +89,18 @@ def main() -> None:
 @main.command()
 @_setting_options
 def serve(**options: Any) -> None:
-    """Run the server with hypercorn (the embedded broker unless --redis-url is given)."""
+    """Run the server with hypercorn, or --server uvicorn|granian (the embedded broker
+    unless --redis-url is given)."""
     try:
         settings = settings_from(options)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
     _configure_logging(settings)
+    if settings.server != "hypercorn":
+        from . import runners
+
+        sys.exit(runners.run_uvicorn(settings) if settings.server == "uvicorn"
+                 else runners.run_granian(settings))
     config = _hypercorn_config(settings)
     if settings.workers == 1:
         sys.exit(run_worker(settings, config))
@@ -116,6 +123,29 @@ def plugins_command(**options: Any) -> None:
     for name, hooks in rows:
         click.echo(f"{name}\n    hooks: {', '.join(hooks) or '(none)'}\n"
                    f"    from: {origin_of(pm, name)}")
+
+
+@main.command("publish")
+@click.argument("channel")
+@click.argument("text")
+@click.option("--url", envvar="QUART_CHAT_URL", default="http://127.0.0.1:8000",
+              show_default=True, help="Base URL of the server [env QUART_CHAT_URL]")
+@click.option("--api-key", envvar="QUART_CHAT_API_KEY", required=True,
+              help="The server's API key [env QUART_CHAT_API_KEY]")
+@click.option("--sender", envvar="QUART_CHAT_SENDER", default="api", show_default=True,
+              help="Sender name shown with the message [env QUART_CHAT_SENDER]")
+def publish_command(channel: str, text: str, url: str, api_key: str, sender: str) -> None:
+    """Publish TEXT to CHANNEL through the server HTTP API; prints the message id."""
+    from .errors import ChatError
+    from .server_api import ServerAPI
+
+    try:
+        mid = ServerAPI(url, api_key).publish(channel, text, sender=sender)
+    except ChatError as exc:
+        raise click.ClickException(f"{exc.code}: {exc.message}") from None
+    except OSError as exc:  # urllib's URLError included
+        raise click.ClickException(f"cannot reach {url}: {exc}") from None
+    click.echo(mid)
 
 
 @main.command("token")

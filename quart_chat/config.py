@@ -19,6 +19,9 @@ ENV_PREFIX = "QUART_CHAT_"
 
 SECONDS = 1.0
 KIB = 1024
+MIB = 1024 * KIB
+#: ASGI servers ``quart-chat serve`` can run (the tests run the app under each).
+SERVERS = ("hypercorn", "uvicorn", "granian")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -27,6 +30,9 @@ class Settings:
 
     #: Browser origins allowed to open a WebSocket; empty means any origin.
     allowed_origins: tuple[str, ...] = ()
+    #: Key backends send as the ``X-API-Key`` header to use the server HTTP API
+    #: (``POST /api/<method>``); unset means the API is off.
+    api_key: str | None = dataclasses.field(default=None, repr=False)
     #: Address ``quart-chat serve`` listens on (``HOST:PORT``).
     bind: str = "127.0.0.1:8000"
     #: Plugin names not to load, comma-separated (``-p no:NAME`` does the same for one):
@@ -67,8 +73,11 @@ class Settings:
     max_frame_bytes: int = 32 * KIB
     #: Largest ``limit`` a ``history`` request may ask for.
     max_history: int = 200
-    #: Inbound frames a client may have waiting unread before it is closed with 1008.
+    #: Accepted for compatibility; no longer used: inbound frames are read only when the
+    #: session is ready for them, so a client that sends ahead is slowed down by TCP.
     max_inbound_backlog: int = 256
+    #: Most WebSocket frames one message may be split into; more close with 1008.
+    max_message_fragments: int = 128
     #: Most missed messages a recovering ``subscribe`` replays; more: ``recovered`` false.
     max_recovery: int = 1000
     #: Longest message text, in characters.
@@ -78,6 +87,9 @@ class Settings:
     node_ttl: float = 15 * SECONDS
     #: Frames waiting for one socket before that client is disconnected as too slow.
     outbound_queue: int = 1024
+    #: Size of the frames waiting for one socket (bytes of their JSON text; a character
+    #: counts one) beyond which the next frame disconnects that client as too slow.
+    outbound_queue_bytes: int = 1 * MIB
     #: Seconds between WebSocket pings the server sends (clients answer with pongs).
     ping_interval: float = 20 * SECONDS
     #: Seconds a client may stay silent (no frame, no pong) after a ping before it is
@@ -103,12 +115,20 @@ class Settings:
     redis_probe_interval: float = 1 * SECONDS
     #: Development only: reload a plugin in place when its file (or ``-p`` module) changes.
     reload: bool = False
+    #: ASGI server ``quart-chat serve`` runs: ``hypercorn``, ``uvicorn`` or ``granian``.
+    server: str = "hypercorn"
     #: Seconds to wait for shutdown to close sessions before giving up.
     shutdown_timeout: float = 5 * SECONDS
     #: Seconds after which a running hook is logged as slow, with its stack (0: never).
     slow_hook_seconds: float = 1 * SECONDS
     #: Log every hook call: plugin, outcome (passed, answered, rejected, raised) and time.
     trace_plugins: bool = False
+    #: Inbound bytes per second per connection, read by the server (burst: twice that);
+    #: more close with 1008 (hypercorn).
+    transport_byte_rate: float = 16 * MIB
+    #: Inbound WebSocket frames per second per connection, fragments, pings and pongs
+    #: included (burst: twice that); more close with 1008 (hypercorn).
+    transport_frame_rate: float = 2000.0
     #: Server processes ``quart-chat serve`` starts (needs Redis when more than one).
     workers: int = 1
 
@@ -130,6 +150,17 @@ class Settings:
             if ENV_PREFIX + field.name.upper() in environ
         }
         return cls.from_mapping(values)
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``QUART_CHAT_*`` variables, read back by :meth:`from_env` (how
+        ``quart-chat serve`` hands them to workers that build their own app)."""
+        values = {}
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, tuple):
+                value = ",".join(value)
+            values[_env(field.name)] = "" if value is None else str(value)
+        return values
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Settings:
@@ -165,16 +196,20 @@ class Settings:
             "max_frame_bytes",
             "max_history",
             "max_inbound_backlog",
+            "max_message_fragments",
             "max_recovery",
             "max_text_length",
             "node_ttl",
             "outbound_queue",
+            "outbound_queue_bytes",
             "ping_interval",
             "ping_timeout",
             "publish_burst",
             "publish_rate",
             "redis_probe_interval",
             "shutdown_timeout",
+            "transport_byte_rate",
+            "transport_frame_rate",
             "workers",
         )
         for name in positive:
@@ -182,6 +217,8 @@ class Settings:
                 raise ConfigError(f"{_env(name)} must be greater than 0")
         if self.slow_hook_seconds < 0:
             raise ConfigError(f"{_env('slow_hook_seconds')} must be 0 (off) or more")
+        if self.server not in SERVERS:
+            raise ConfigError(f"{_env('server')} must be one of {', '.join(SERVERS)}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"{_env('log_format')} must be text or json")
         if self.jwks_url and not self.jwks_url.startswith(("https://", "http://")):

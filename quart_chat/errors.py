@@ -77,7 +77,8 @@ class Rejected(ChatError):
 
 
 class UnknownMethod(ChatError):
-    """No plugin answered a ``call`` for this method (every ``call`` hook returned None)."""
+    """No plugin answered a ``call`` for this method (every ``call`` hook returned None),
+    or the server API has no such method."""
 
     code = "unknown_method"
 

@@ -6,8 +6,11 @@ with a status and a reason rather than an accepted-then-closed socket.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from .errors import ChatError, HandshakeRefused
 from .protocol import is_valid_client_id
@@ -18,6 +21,7 @@ if TYPE_CHECKING:
 
     from .config import Settings
     from .service import ChatService
+    from .session import Session
 
 
 @dataclass(frozen=True)
@@ -61,21 +65,29 @@ def _checked(client_id: object) -> str:
     return client_id
 
 
-async def admit(service: ChatService, client_id: str) -> None:
-    """Refuse (HTTP 429) a client id that already has ``max_connections_per_client``.
+async def admit(service: ChatService, session: Session) -> None:
+    """Reserve ``session``'s slot among its client id's ``max_connections_per_client``,
+    or refuse (HTTP 429).
 
-    Counted from the store, so sessions on every process count; handshakes racing each
-    other on different processes may briefly pass the cap by their number.
+    The store counts and records in one step, so sessions on every process count and
+    simultaneous handshakes cannot pass the cap. The slot is the session's record: its
+    end gives it back, or :meth:`ChatService.release` if it never runs. With the store
+    down, only this process's sessions can be counted.
     """
     limit = service.settings.max_connections_per_client
-    local = sum(1 for s in service.sessions if s.client_id == client_id)
+    local = sum(1 for s in service.sessions if s.client_id == session.client_id)
     if local < limit:
+        reserving = asyncio.ensure_future(
+            service.store.reserve(session.id, session.client_id, limit))
         try:
-            count = await service.store.session_count(client_id)
+            # Shielded: a client that leaves now must not leave a slot reserved behind it.
+            if await asyncio.shield(reserving):
+                return
+        except asyncio.CancelledError:
+            reserving.add_done_callback(lambda _: service.release(session))
+            raise
         except ChatError:
-            count = local  # store down: the local count is all we can enforce
-        if max(local, count) < limit:
-            return
+            return  # store down: the local count is all we can enforce
     raise HandshakeRefused(
         429, f"too many connections for this client id (at most {limit})"
     )
@@ -93,9 +105,37 @@ def _channels_claim(claims: dict[str, Any] | None) -> tuple[str, ...] | None:
 
 
 def check_origin(allowed: tuple[str, ...], origin: str | None) -> None:
-    """Browsers send Origin; refuse any not listed exactly. No Origin (scripts) passes."""
-    if allowed and origin is not None and origin not in allowed:
+    """Browsers send Origin; refuse any not listed. No Origin (scripts) passes.
+
+    Both sides are compared as browsers serialise an origin (see :func:`normal_origin`),
+    so ``https://Chat.Example.com`` listed matches what a browser sends; no prefix,
+    suffix or substring ever matches.
+    """
+    if allowed and origin is not None and normal_origin(origin) not in _normal(allowed):
         raise HandshakeRefused(403, f"origin {origin!r} is not allowed")
+
+
+@functools.lru_cache(maxsize=8)
+def _normal(allowed: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(normal_origin(origin) for origin in allowed)
+
+
+def normal_origin(origin: str) -> str:
+    """``origin`` as a browser sends it: scheme and host in lower case, no default port,
+    no trailing slash. Anything that is not ``scheme://host[:port]`` (``null``) as is."""
+    try:
+        parts = urlsplit(origin.strip())
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return origin
+    if (not parts.scheme or not host or "@" in parts.netloc or parts.path not in ("", "/")
+            or parts.query or parts.fragment):
+        return origin
+    scheme = parts.scheme.lower()
+    if ":" in host:
+        host = f"[{host}]"  # IPv6, bracketed again
+    default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(scheme)
+    return f"{scheme}://{host}" + ("" if port in (None, default) else f":{port}")
 
 
 def _token(request: Websocket) -> str:

@@ -222,6 +222,26 @@ class Hooks:
             return None
         return None if found is None else list(found)
 
+    # -- triggers: declared once, while the app is built; every list is collected -----
+
+    def register_routes(self, app: Quart) -> list[tuple[str, Any]]:
+        """(plugin name, entry) for every route every plugin returned, in call order.
+
+        Each implementation gets its own bot. Unchecked entries (see
+        :mod:`quart_chat.triggers`); a plugin that raises or is ``async`` stops startup.
+        """
+        declared = []
+        for impl in self._impls("register_routes"):
+            bot = self._new_bot(bot_name(impl.plugin, impl.plugin_name), None)
+            for entry in _declared(impl, {"app": app, "bot": bot}):
+                declared.append((impl.plugin_name, entry))
+        return declared
+
+    def register_timers(self) -> list[tuple[str, str, Any]]:
+        """(plugin name, bot name, entry) for every timer every plugin returned."""
+        return [(impl.plugin_name, bot_name(impl.plugin, impl.plugin_name), entry)
+                for impl in self._impls("register_timers") for entry in _declared(impl, {})]
+
     # -- functions: first non-None wins ------------------------------------------------
 
     async def call(self, session: Session, method: str, params: dict[str, Any]) -> Any:
@@ -410,6 +430,26 @@ def _shown(value: object) -> str:
     """A returned value for a log line: its type and a bounded repr."""
     text = repr(value)
     return f"{type(value).__name__} {text[:80]}{'...' if len(text) > 80 else ''}"
+
+
+def _declared(impl: pluggy.HookImpl, kwargs: dict[str, Any]) -> list[Any]:
+    """What a ``register_*`` implementation returned (None: nothing), called at once: they
+    run while the app is built, before any event loop serves; failures stop startup."""
+    hook = impl.function.__name__
+    try:
+        value = impl.function(**{name: kwargs[name] for name in impl.argnames})
+    except Exception as exc:
+        raise ConfigError(f"plugin {impl.plugin_name}: {hook} raised {exc!r}") from exc
+    if inspect.isawaitable(value):
+        if inspect.iscoroutine(value):
+            value.close()
+        raise ConfigError(f"plugin {impl.plugin_name}: {hook} must be a plain def")
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"plugin {impl.plugin_name}: {hook} must return a list, "
+                          f"not {type(value).__name__}")
+    return list(value)
 
 
 def _checked_rewrite(before: Message, after: Message, plugin_name: str) -> Message:

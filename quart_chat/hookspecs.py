@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from .bots import Bot
     from .protocol import Message
     from .session import Session
+    from .triggers import Route, TimerEntry
 
 T = TypeVar("T")
 #: What an implementation returns: the value, or (``async def``) an awaitable of it.
@@ -114,8 +115,9 @@ def client_disconnected(session: Session, bot: Bot) -> MaybeAwaitable[None]:
 def authorize(session: Session, action: str, channel: str) -> MaybeAwaitable[bool | None]:
     """May ``session`` perform ``action`` (``"subscribe"`` or ``"publish"``) on ``channel``?
 
-    Runs before every subscribe, publish and history request (history counts as
-    ``"subscribe"``). Return ``False`` to refuse (the client gets error ``forbidden``);
+    Runs before every subscribe, publish, history and presence request (history and
+    presence read the channel, so they count as ``"subscribe"``: no other value of
+    ``action`` reaches a plugin). Return ``False`` to refuse (the client gets error ``forbidden``);
     ``True`` or ``None`` do not refuse, and the next implementation is asked. The first
     ``False`` wins: implementations are asked in pluggy's call order and those after a
     refusal are not asked (a refusal cannot be overturned, so asking them would only
@@ -208,6 +210,46 @@ def recover(channel: str, since: str, limit: int) -> MaybeAwaitable[list[Message
     First non-None result wins (the plugins after it are not asked); a plugin that
     fails ends the search and the client is told ``recovered: false``. ``async def``
     is allowed.
+    """
+
+
+# -- triggers ----------------------------------------------------------------------------
+
+
+@hookspec
+def register_routes(app: Quart, bot: Bot) -> list[Route] | None:
+    """Add HTTP routes to the server: webhooks, small JSON endpoints, status pages.
+
+    Runs once per process while the app is built, before it serves. Return a list of
+    ``(rule, view)`` or ``(rule, view, methods)`` tuples, or ``None``: ``rule`` is a Quart
+    URL rule (``"/hooks/github"``, ``"/status/<name>"``), ``view`` a Quart view function
+    (``async def``; it reads ``quart.request`` and returns what a Quart view returns),
+    ``methods`` the HTTP methods it answers (default ``["GET"]``). To publish from a
+    view, close over ``bot``: it publishes as this plugin (``await bot.publish(channel,
+    text)``), through filters, delivery and persistence. ``app`` is there for what a list
+    cannot say (a blueprint, an error handler).
+
+    Every implementation's routes are added, in registration order. Must be a plain
+    ``def`` (it runs before the event loop serves). A rule the server or another plugin
+    already has, a rule under ``/api/`` or ``/static/``, a wrong shape or an exception
+    stops startup with the plugin's name, like a misspelled hook.
+    """
+
+
+@hookspec
+def register_timers() -> list[TimerEntry] | None:
+    """Declare functions the server runs periodically: digests, uptime notes, cleanups.
+
+    Runs once per process while the app is built. Return a list of ``(seconds,
+    function)`` tuples, or ``None``. Each ``function(bot)`` (``async def`` preferred) runs
+    every ``seconds``, **once per period across all processes** (periods are aligned to
+    the wall clock; with Redis one process is elected per period, see
+    :mod:`quart_chat.triggers`), with its own ``bot`` named after the plugin. A run is
+    bounded by ``hook_timeout``; a failure or timeout is logged and the next period runs
+    as usual; a period whose start finds Redis unreachable is skipped.
+
+    Every implementation's timers run. Must be a plain ``def``; a wrong shape or an
+    exception stops startup with the plugin's name.
     """
 
 

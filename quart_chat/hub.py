@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import TYPE_CHECKING
 
 from . import metrics, protocol
@@ -26,6 +26,9 @@ class Hub:
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.members: dict[str, set[Session]] = {}
+        #: Reserved channels (names no client may use) whose payloads go to a callback
+        #: instead of to sessions: the control path between processes (control.py).
+        self.listeners: dict[str, Callable[[bytes], None]] = {}
         # Serialises the broker subscribe/unsubscribe transitions (first join, last
         # leave) of each channel; other channels' go on meanwhile, so a storm of sessions
         # each joining its own channel waits for one batched SUBSCRIBE, not thousands
@@ -58,6 +61,11 @@ class Hub:
                 del self.members[channel]
                 await self.broker.unsubscribe(channel)
 
+    async def listen(self, channel: str, callback: Callable[[bytes], None]) -> None:
+        """Hand every payload of the reserved ``channel`` to ``callback`` (never awaited)."""
+        self.listeners[channel] = callback
+        await self.broker.subscribe(channel)
+
     @contextlib.asynccontextmanager
     async def _transition(self, channel: str) -> AsyncIterator[None]:
         lock, users = self._transitions.get(channel) or (asyncio.Lock(), 0)
@@ -80,6 +88,8 @@ class Hub:
             metrics.delivered(len(members))
             for session in tuple(members):
                 session.deliver(frame)
+        elif channel in self.listeners:
+            self.listeners[channel](payload)
 
     def gap(self, channels: Collection[str]) -> None:
         """Broker callback: tell local subscribers that messages may have been missed."""

@@ -1,4 +1,4 @@
-"""Token buckets: the publish rate and the tolerance for bad frames."""
+"""Token buckets: the publish rate, the tolerance for bad frames, the transport rates."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ class TokenBucket:
         self._tokens = float(burst)
         self._last = time.monotonic()
 
-    def take(self) -> bool:
-        """Spend one token; False when the bucket is empty."""
+    def take(self, count: float = 1.0) -> bool:
+        """Spend ``count`` tokens (one event, or that many bytes); False when the bucket
+        holds fewer."""
         now = time.monotonic()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
-        if self._tokens >= 1:
-            self._tokens -= 1
+        if self._tokens >= count:
+            self._tokens -= count
             return True
         return False

@@ -75,6 +75,16 @@ QUEUED = Gauge(
     "Frames waiting in all outbound queues at the last sample.",
     multiprocess_mode="livesum",
 )
+QUEUE_BYTES_MAX = Gauge(
+    "quart_chat_outbound_queue_bytes_max",
+    "Largest outbound queue at the last sample (bytes of JSON text).",
+    multiprocess_mode="livemax",
+)
+QUEUED_BYTES = Gauge(
+    "quart_chat_outbound_queued_bytes",
+    "Bytes of JSON text waiting in all outbound queues at the last sample.",
+    multiprocess_mode="livesum",
+)
 REDIS_RECONNECTS = Counter(
     "quart_chat_redis_reconnects", "Times the Redis pub/sub connection was re-established."
 )
@@ -201,10 +211,14 @@ def hook_called(plugin: str, hook: str, seconds: float, outcome: str | None) -> 
 
 
 def sample(service: ChatService) -> None:
-    """Record the outbound queue depths of this process's sessions."""
-    depths = [session.queue_depth for session in tuple(service.sessions)]
+    """Record the outbound queue depths and sizes of this process's sessions."""
+    sessions = tuple(service.sessions)
+    depths = [session.queue_depth for session in sessions]
     QUEUE_DEPTH_MAX.set(max(depths, default=0))
     QUEUED.set(sum(depths))
+    sizes = [session.queue_bytes for session in sessions]
+    QUEUE_BYTES_MAX.set(max(sizes, default=0))
+    QUEUED_BYTES.set(sum(sizes))
 
 
 async def sample_forever(service: ChatService, interval: float = SAMPLE_INTERVAL) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -28,9 +28,13 @@ CLOSE_TOO_BIG = 1009  # frame beyond the transport limit
 CLOSE_INTERNAL = 1011
 CLOSE_SLOW_CONSUMER = 4000  # outbound queue full: the client stopped reading
 CLOSE_DEAD_PEER = 4001  # no frame and no pong within ping_interval + ping_timeout
+CLOSE_DISCONNECTED = 4002  # disconnected by a backend (server API ``disconnect``)
 CLOSE_TOKEN_EXPIRED = 4003  # the session's token reached its exp without a refresh
 
 RequestId = int | str | None
+#: A message id as :func:`new_mid` makes it (22 hex digits); ``before`` and ``since``
+#: must be one, so a malformed id is ``bad_frame`` here rather than a store's error.
+Mid = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{22}$")]
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag="message",
@@ -60,7 +64,7 @@ class Subscribe(_Frame, tag="subscribe"):
     channel: str
     #: Recovery: the last message id the client saw on ``channel`` (needs a plugin
     #: implementing the ``recover`` hook); the result then carries ``recovered``.
-    since: str | None = None
+    since: Mid | None = None
 
 
 class Unsubscribe(_Frame, tag="unsubscribe"):
@@ -83,7 +87,7 @@ class Presence(_Frame, tag="presence"):
 class History(_Frame, tag="history"):
     channel: str
     limit: int = 50
-    before: str | None = None
+    before: Mid | None = None
 
 
 class Ping(_Frame, tag="ping"):
@@ -111,6 +115,7 @@ FRAME_TYPES = frozenset(
 )
 
 _decoder = msgspec.json.Decoder(ClientFrame)
+TOO_DEEP = "frame is nested too deeply"
 _encoder = msgspec.json.Encoder()
 
 
@@ -134,13 +139,15 @@ def decode(data: str | bytes | None, max_bytes: int) -> ClientFrame:
         frame: ClientFrame = _decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise _explain(data, exc) from None
+    except RecursionError:  # a small frame of a thousand nested arrays: not our protocol
+        raise FrameError(BadFrame(TOO_DEEP), None) from None
     return frame
 
 
 def _peek_id(data: str) -> RequestId:
     try:
         value = msgspec.json.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     if isinstance(value, dict):
         request_id = value.get("id")
@@ -155,6 +162,8 @@ def _explain(data: str, exc: msgspec.DecodeError) -> FrameError:
         value = msgspec.json.decode(data)
     except msgspec.DecodeError:
         return FrameError(BadFrame(f"malformed JSON: {exc}"), None)
+    except RecursionError:
+        return FrameError(BadFrame(TOO_DEEP), None)
     if not isinstance(value, dict):
         return FrameError(BadFrame("a frame must be a JSON object"), None)
     request_id = _peek_id(data)

@@ -7,10 +7,11 @@ import asyncio
 import contextlib
 import functools
 import logging
+import os
 import secrets
 import time
 from collections import deque
-from collections.abc import Collection, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from .backends import open_backend
 from .backends.base import restore_records
 from .bots import Bot, clean_name
 from .config import Settings
+from .control import Control
 from .errors import (
     AlreadySubscribed,
     BadFrame,
@@ -40,6 +42,7 @@ from .plugins import describe, make_plugin_manager, origin_of
 from .protocol import Message, RequestId, check_channel
 from .reload import Reloader
 from .tokens import expiry
+from .version import __version__
 
 if TYPE_CHECKING:
     from quart import Quart
@@ -85,6 +88,9 @@ class ChatService:
         self.heartbeat = backend.heartbeat(self) if backend.heartbeat else None
         if self.heartbeat is not None:
             self.pm.register(self.heartbeat, name="quart_chat.node_heartbeat")
+        #: Requests to every process (the server API's cross-process methods).
+        self.control = Control(self)
+        self.started_at = time.time()
 
     async def start(self, app: Quart) -> None:
         """Connect the broker and start plugins; raises if either cannot start."""
@@ -93,6 +99,7 @@ class ChatService:
             log.info("plugin %s loaded: %s; hooks: %s", name, origin_of(self.pm, name),
                      ", ".join(hooks) or "(none)")
         try:
+            await self.control.start()
             await self.hooks.startup(app)  # on failure it has run every shutdown
         except HookFailed as exc:
             self.startup_failure = exc.detail
@@ -122,6 +129,7 @@ class ChatService:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.control.stop()
         await self.hooks.shutdown(app)
         await self.broker.close()
 
@@ -137,6 +145,20 @@ class ChatService:
                 await asyncio.wait_for(asyncio.gather(*waits), self.settings.shutdown_timeout)
 
     # -- a session's life -------------------------------------------------------------
+
+    def release(self, session: Session) -> None:
+        """Give back the connection slot :func:`~quart_chat.handshake.admit` reserved for a
+        session that never ran (its client left during the handshake); idempotent."""
+        task = asyncio.create_task(self._release(session))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _release(self, session: Session) -> None:
+        try:
+            await self.store.disconnect(session.id, session.client_id, ())
+        except Unavailable:
+            log.warning("session %s: store unreachable; its connection slot stays taken "
+                        "until the client id's record is cleaned", session.id)
 
     async def session_opened(self, session: Session) -> None:
         """Record the session in the store and run ``client_connected``."""
@@ -192,14 +214,7 @@ class ChatService:
         if recovery is not None:
             recovery.hold(channel)  # live frames wait until the missed ones are out
         try:
-            await self.hub.join(session, channel)
-            session.channels.add(channel)
-            try:
-                await self.store.join(session.id, session.client_id, channel)
-            except Unavailable:
-                session.channels.discard(channel)
-                await self.hub.leave(session, channel)
-                raise
+            await self._join(session, channel)
         except BaseException:
             if recovery is not None:
                 recovery.abandon(channel)
@@ -210,6 +225,29 @@ class ChatService:
             await self._recover(session, request_id, channel, since)
         await self.membership("join", (channel,), session.client_id, session.id)
         await self.hooks.client_subscribed(session, channel)
+
+    async def _join(self, session: Session, channel: str) -> None:
+        """Join ``channel`` in the hub and the store; neither keeps it if one fails. The
+        one path of every subscription, the client's and the server API's."""
+        await self.hub.join(session, channel)
+        session.channels.add(channel)
+        try:
+            await self.store.join(session.id, session.client_id, channel)
+        except Unavailable:
+            session.channels.discard(channel)
+            await self.hub.leave(session, channel)
+            raise
+
+    async def _leave(self, session: Session, channel: str) -> None:
+        """Leave ``channel`` in the hub and the store (the store best effort)."""
+        session.channels.discard(channel)
+        if session.recovery is not None:
+            session.recovery.forget(channel)
+        await self.hub.leave(session, channel)
+        try:
+            await self.store.leave(session.id, session.client_id, channel)
+        except Unavailable:
+            log.warning("session %s: store unreachable leaving %s", session.id, channel)
 
     async def _recover(
         self, session: Session, request_id: RequestId, channel: str, since: str
@@ -235,14 +273,7 @@ class ChatService:
                 raise NotSubscribed(f"not subscribed to {channel!r}")
             leaving = [channel]
         for name in leaving:
-            session.channels.discard(name)
-            if session.recovery is not None:
-                session.recovery.forget(name)
-            await self.hub.leave(session, name)
-            try:
-                await self.store.leave(session.id, session.client_id, name)
-            except Unavailable:
-                log.warning("session %s: store unreachable leaving %s", session.id, name)
+            await self._leave(session, name)
         await self.membership("leave", leaving, session.client_id, session.id)
         for name in leaving:
             await self.hooks.client_unsubscribed(session, name)
@@ -269,18 +300,34 @@ class ChatService:
         """The channels ``session`` is subscribed to, sorted."""
         return sorted(session.channels)
 
+    async def presence(self, session: Session, channel: str) -> list[str]:
+        """A client's ``presence``: who is in a channel, for a client allowed to read it.
+
+        The member list is the channel's, so it follows the decision for subscribing
+        (the token's ``channels`` claim, then ``authorize`` with ``"subscribe"``, as
+        ``history`` does): a plugin that switches on ``action`` meets no new value.
+        """
+        channel = check_channel(channel)
+        await self._authorize(session, "subscribe", channel)
+        return await self.channel_presence(channel)
+
     async def channel_presence(self, channel: str) -> list[str]:
-        """Client ids with a session in ``channel`` on any process, sorted."""
+        """Client ids with a session in ``channel`` on any process, sorted (unchecked:
+        for callers with their own authority, such as the server's own code)."""
         return await self.store.presence(check_channel(channel))
 
     async def history(
-        self, session: Session, channel: str, limit: int, before: str | None
+        self, session: Session | None, channel: str, limit: int, before: str | None
     ) -> list[Message]:
-        """Up to ``limit`` messages of ``channel``, newest first, from the plugins."""
+        """Up to ``limit`` messages of ``channel``, newest first, from the plugins.
+
+        ``session`` None is the server API, trusted with its key: nothing to authorize.
+        """
         channel = check_channel(channel)
         if not 1 <= limit <= self.settings.max_history:
             raise BadFrame(f"limit must be between 1 and {self.settings.max_history}")
-        await self._authorize(session, "subscribe", channel)
+        if session is not None:
+            await self._authorize(session, "subscribe", channel)
         messages = await self.hooks.history(channel, limit, before)
         if messages is None:
             raise HistoryUnavailable("no plugin keeps history for this channel")
@@ -411,6 +458,79 @@ class ChatService:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(restore_records(self.store, self.sessions), 2.0)
         self.hub.gap(channels)
+
+    # -- control actions: this process's part of a request to every process ---------------
+
+    async def act(self, op: str, args: dict[str, Any]) -> dict[str, Any]:
+        """Run one control action (``quart_chat.control``) on this process only."""
+        actions: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+            "disconnect": self._disconnect_client,
+            "subscribe": self._subscribe_client,
+            "unsubscribe": self._unsubscribe_client,
+            "channels": self._local_channels,
+            "info": self._info,
+        }
+        if op not in actions:
+            raise UnknownMethod(f"no control action {op!r}")
+        return await actions[op](**args)
+
+    def _sessions_of(self, client_id: str) -> list[Session]:
+        return [session for session in self.sessions if session.client_id == client_id]
+
+    async def _disconnect_client(self, client_id: str) -> dict[str, Any]:
+        """Close the client's sessions here (4002) and wait, bounded, until they ended."""
+        sessions = self._sessions_of(client_id)
+        for session in sessions:
+            session.close(protocol.CLOSE_DISCONNECTED, "disconnected by the server")
+        waits = [session.finished.wait() for session in sessions]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), self.settings.shutdown_timeout)
+        return {"sessions": len(sessions)}
+
+    async def _subscribe_client(self, client_id: str, channel: str) -> dict[str, Any]:
+        """Subscribe the client's sessions here, as their own ``subscribe`` would (no
+        result frame; trusted, so not authorized). Sessions already in the channel or at
+        ``max_channels_per_session`` are skipped; the count is of those subscribed."""
+        limit = self.settings.max_channels_per_session
+        joined = 0
+        for session in self._sessions_of(client_id):
+            if channel in session.channels or len(session.channels) >= limit:
+                continue
+            await self._join(session, channel)
+            if session not in self.sessions:  # it ended meanwhile: its cleanup is past
+                await self._leave(session, channel)
+                continue
+            await self.membership("join", (channel,), session.client_id, session.id)
+            await self.hooks.client_subscribed(session, channel)
+            joined += 1
+        return {"sessions": joined}
+
+    async def _unsubscribe_client(self, client_id: str, channel: str) -> dict[str, Any]:
+        """Unsubscribe the client's sessions here, as their own ``unsubscribe`` would."""
+        sessions = [s for s in self._sessions_of(client_id) if channel in s.channels]
+        for session in sessions:
+            await self._leave(session, channel)
+            # Told, so that a client does not subscribe again on its next reconnect.
+            session.deliver(protocol.unsubscribed(channel, "unsubscribed by the server"))
+            await self.membership("leave", (channel,), session.client_id, session.id)
+            await self.hooks.client_unsubscribed(session, channel)
+        return {"sessions": len(sessions)}
+
+    async def _local_channels(self) -> dict[str, Any]:
+        return {"channels": sorted(name for name, members in self.hub.members.items()
+                                   if members)}
+
+    async def _info(self) -> dict[str, Any]:
+        return {
+            "sessions": len(self.sessions),
+            "clients": len({session.client_id for session in self.sessions}),
+            "channels": sum(1 for members in self.hub.members.values() if members),
+            "broker": self.broker.name,
+            "pid": os.getpid(),
+            "version": __version__,
+            "uptime": round(time.time() - self.started_at, 3),
+        }
 
     async def health(self) -> dict[str, Any]:
         broker = await self.broker.health()

@@ -31,6 +31,7 @@ from .protocol import (
     Unsubscribe,
 )
 from .recovery import Recovery
+from .tasks import cancel_and_wait
 from .tokens import expiry
 from .version import __version__
 
@@ -54,6 +55,8 @@ COALESCE_TURNS = 8
 #: Most ``call`` frames one session may have running at once; one more is answered
 #: ``rate_limited``. Each runs in its own task, so this bounds what a client can start.
 MAX_CALLS_IN_FLIGHT = 16
+#: Seconds a session keeps cancelling its own tasks before it ends without them.
+TASK_STOP_BOUND = 2.0
 
 _ANSWERED = object()  # a handler that queued its own result frame returns this
 _DEFERRED = object()  # a handler whose task will answer later (a ``call``) returns this
@@ -85,11 +88,17 @@ class Session:
         self._websocket = websocket
         # The outbound queue: a plain list the send loop swaps out whole, and the future
         # it sleeps on when the list is empty. Cheaper per delivery and per idle session
-        # than an asyncio.Queue (three deques and an Event each).
+        # than an asyncio.Queue (three deques and an Event each). It is bounded twice: in
+        # frames, and in characters waiting (one history reply can be megabytes), the
+        # frame being written not included.
         self._outbox: list[str] = []
         self._outbox_limit = settings.outbound_queue
+        self._outbox_chars = 0
+        self._outbox_char_limit = settings.outbound_queue_bytes
         self._wakeup: asyncio.Future[None] | None = None
         self._closing: asyncio.Future[None] | None = None
+        #: True when the client ended the socket (nothing to send a close frame to).
+        self._peer_gone = False
         #: The publish rate limit (spent by the service's publish rule).
         self.publishes = TokenBucket(settings.publish_rate, settings.publish_burst)
         self._abuse = TokenBucket(settings.max_bad_frames / 10, settings.max_bad_frames)
@@ -123,17 +132,24 @@ class Session:
     # -- called by the hub and the service (never awaits) -------------------------------
 
     def deliver(self, frame: str) -> None:
-        """Queue one frame; a full queue means the client stopped reading: close it."""
+        """Queue one frame; a full queue means the client stopped reading: close it.
+
+        Full is ``outbound_queue`` frames, or more than ``outbound_queue_bytes`` waiting
+        (counted in characters: the UTF-8 bytes of ASCII text, the JSON encoding's
+        escapes included), so a frame larger than the byte limit still fits an empty
+        queue and a well-behaved client can receive one.
+        """
         recovery = self.recovery
         if recovery is not None and recovery.intercepts(frame):
             return
         outbox = self._outbox
-        if len(outbox) >= self._outbox_limit:
+        if len(outbox) >= self._outbox_limit or self._outbox_chars > self._outbox_char_limit:
             if self.close_code is None:
                 metrics.slow_consumer()
             self._slow_consumer()
             return
         outbox.append(frame)
+        self._outbox_chars += len(frame)
         wakeup = self._wakeup
         if wakeup is not None:
             self._wakeup = None
@@ -144,6 +160,11 @@ class Session:
     def queue_depth(self) -> int:
         """Frames waiting to be written to this socket."""
         return len(self._outbox)
+
+    @property
+    def queue_bytes(self) -> int:
+        """Size of the frames waiting to be written (characters; see :meth:`deliver`)."""
+        return self._outbox_chars
 
     def recovering(self) -> Recovery:
         """This session's :class:`~quart_chat.recovery.Recovery`, made on first use."""
@@ -184,7 +205,11 @@ class Session:
     async def run(self) -> None:
         """Serve the socket until the client leaves or the session is closed."""
         service = self._service
-        await self._websocket.accept()
+        try:
+            await self._websocket.accept()
+        except BaseException:
+            service.release(self)  # the slot admit() reserved: this session never ran
+            raise
         self.expire_at(expiry(self.claims))
         self.deliver(protocol.encode(self._welcome()))
         service.sessions.add(self)
@@ -197,8 +222,13 @@ class Session:
             asyncio.create_task(self._send_loop(), name=f"send {self.id}"),
             asyncio.create_task(self._receive_loop(), name=f"receive {self.id}"),
             closing,
-            asyncio.create_task(self._watch_peer(), name=f"liveness {self.id}"),
         ]
+        # Only hypercorn's stream tells us when the peer last sent anything; uvicorn and
+        # granian handle pings and dead peers themselves (see quart_chat.transport).
+        activity = transport.activity_of(self._websocket)
+        if activity is not None:
+            tasks.append(asyncio.create_task(self._watch_peer(activity),
+                                             name=f"liveness {self.id}"))
         try:
             # Shielded: redis-py (in the store or a plugin) can swallow a cancellation that
             # lands mid-command, and a client that leaves right now must still end this
@@ -218,18 +248,18 @@ class Session:
                     self.close(protocol.CLOSE_INTERNAL, "internal error")
         finally:
             self.expire_at(None)
-            for task in tasks:
-                task.cancel()
             # Shielded: a second cancellation (client gone, then server shutdown) must not
             # skip the cleanup, or the session stays listed and in the store for good.
             self._cleanup_task = asyncio.ensure_future(self._cleanup(tasks))  # a strong ref
             await asyncio.shield(self._cleanup_task)
 
     async def _cleanup(self, tasks: list[asyncio.Future[Any]]) -> None:
-        calls = list(self._calls)
-        for call in calls:
-            call.cancel()  # nobody is left to read the answer
-        await asyncio.gather(*tasks, *calls, return_exceptions=True)
+        calls = list(self._calls)  # nobody is left to read their answers
+        # A task of ours can swallow its cancellation (redis-py, mid-command, in a handler
+        # the receive loop awaits) and carry on to wait on a socket that will never speak
+        # again: cancel until each ends, and end the session even if one never does.
+        await cancel_and_wait([*tasks, *calls], bound=TASK_STOP_BOUND,
+                              what=f"session {self.id} tasks")
         await self._finish()
 
     async def _finish(self) -> None:
@@ -237,13 +267,13 @@ class Session:
         service = self._service
         service.sessions.discard(self)
         await service.session_leaving(self)
-        if self.close_code is not None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = 1000, "client closed"
+        elif not self._peer_gone:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(
                     self._websocket.close(self.close_code, self.close_reason), CLOSE_TIMEOUT
                 )
-        else:
-            self.close_code, self.close_reason = 1000, "client closed"
         self.finished.set()
         metrics.session_closed()
         logs.disconnected(self)
@@ -292,28 +322,38 @@ class Session:
                         if len(self._outbox) == waiting:
                             break
             frames, self._outbox = self._outbox, []
+            # A frame leaves the count as its write begins: a peer that stops reading
+            # holds that one write, and the count bounds everything queued behind it.
             if batch:
                 for start in range(0, len(frames), MAX_BATCH):
-                    await send("\n".join(frames[start:start + MAX_BATCH]))
+                    chunk = frames[start:start + MAX_BATCH]
+                    self._outbox_chars -= sum(map(len, chunk))
+                    await send("\n".join(chunk))
                 continue
             for count, frame in enumerate(frames, 1):
+                self._outbox_chars -= len(frame)
                 await send(frame)
                 if count % SEND_BURST == 0:
                     await asyncio.sleep(0)
 
     async def _receive_loop(self) -> None:
+        """Read, decode and answer one frame at a time.
+
+        The next frame is read only when this one is answered (see
+        :class:`quart_chat.transport.PacedWebsocket`): a client that sends ahead waits on
+        TCP instead of growing this server's memory.
+        """
         receive = self._websocket.receive
         max_bytes = self._settings.max_frame_bytes
-        backlog = transport.inbound_backlog(self._websocket)
-        max_backlog = self._settings.max_inbound_backlog
         frames = self._frames
         while True:
-            data = await receive()
+            try:
+                data = await receive()
+            except transport.Disconnected as gone:
+                self._peer_closed(gone.code, gone.reason)
+                return
             if self.close_code is not None:
                 return  # closing: do not act on (or answer) anything more
-            if backlog() > max_backlog:
-                self.close(protocol.CLOSE_POLICY, "too many frames sent without waiting")
-                return
             self._last_frame = time.monotonic()
             if not frames.take():
                 self._fail(None, RateLimited(
@@ -341,6 +381,14 @@ class Session:
             if fields is not _ANSWERED:
                 self.deliver(protocol.result(frame.id, fields))
 
+    def _peer_closed(self, code: int, reason: str) -> None:
+        """The client (or the transport on its behalf) ended the socket: record why, for
+        the disconnect log; no close frame is sent back on a closed socket."""
+        if self.close_code is None:
+            self._peer_gone = True
+            self.close(code, reason or ("client closed" if code in (1000, 1001, 1005)
+                                        else "connection lost"))
+
     def _fail(self, request_id: protocol.RequestId, exc: ChatError) -> None:
         metrics.error_sent(exc.code)
         self.deliver(protocol.error(request_id, exc))
@@ -364,7 +412,7 @@ class Session:
         return {"channels": self._service.channels(self)}
 
     async def _presence(self, frame: Presence) -> dict[str, Any]:
-        return {"clients": await self._service.channel_presence(frame.channel)}
+        return {"clients": await self._service.presence(self, frame.channel)}
 
     async def _history(self, frame: History) -> dict[str, Any]:
         messages = await self._service.history(self, frame.channel, frame.limit, frame.before)
@@ -406,20 +454,15 @@ class Session:
 
     # -- dead peers ----------------------------------------------------------------------
 
-    async def _watch_peer(self) -> None:
+    async def _watch_peer(self, activity: transport.Activity) -> None:
         """Close a peer that sent nothing (no frame, no pong) for ping interval + timeout.
 
         hypercorn pings when configured with ``websocket_ping_interval`` (``quart-chat
-        serve`` does); under a hypercorn run without it, this loop sends the pings. Without
-        the transport stamp (see :mod:`quart_chat.transport`) nothing is enforced.
+        serve`` does); under a hypercorn run without it, this loop sends the pings.
         """
         settings = self._settings
         allowed = settings.ping_interval + settings.ping_timeout
         step = max(0.05, min(1.0, settings.ping_timeout / 4))
-        await asyncio.sleep(step)
-        activity = transport.activity_of(self._websocket)
-        if activity is None:
-            return
         next_ping = time.monotonic() + settings.ping_interval
         while True:
             await asyncio.sleep(step)

@@ -7,6 +7,8 @@ import json
 import os
 import socket
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -87,7 +89,10 @@ def ws_frame(text: str) -> bytes:
         header += bytes([0x80 | 126]) + len(payload).to_bytes(2, "big")
     else:
         header += bytes([0x80 | 127]) + len(payload).to_bytes(8, "big")
-    return bytes(header) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    masks = (mask * (len(payload) // 4 + 1))[:len(payload)]  # XOR as one big integer: fast
+    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(masks, "big")).to_bytes(
+        len(payload), "big")
+    return bytes(header) + mask + masked
 
 
 def read_close_code(sock: socket.socket, timeout: float = 10.0) -> int | None:
@@ -208,3 +213,15 @@ class Collector:
         with contextlib.suppress(Exception):
             self.ws.close()
         self._thread.join(5)
+
+
+def http_json(url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+              method: str = "POST") -> tuple[int, Any]:
+    """One HTTP request: (status, decoded JSON answer), error statuses included."""
+    req = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read())

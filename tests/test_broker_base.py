@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 import importlib
 
-from quart_chat.backends import SCHEMES
-from quart_chat.backends.base import cancel_and_wait
+from quart_chat.backends import SCHEMES, open_backend
 from quart_chat.backends.redis_support import redact
+from quart_chat.config import Settings
+from quart_chat.tasks import cancel_and_wait
 
 
 def test_cancel_and_wait_ends_a_task_that_swallowed_one_cancellation():
@@ -52,3 +53,24 @@ def test_every_scheme_opens_a_backend_module():
         module = importlib.import_module(f"quart_chat.backends.{name}")
         assert callable(module.open), scheme
         assert callable(getattr(module, "client", None)) == (scheme != "memory"), scheme
+
+
+def test_store_claim_has_one_winner_per_key_among_processes_until_its_ttl(settings: Settings):
+    """Two processes (two backends on one Redis or cluster; one store in memory, which
+    is one process) claim the same key: one wins, the other loses, and once the ttl
+    passes the key can be claimed again. Timers rely on it to run once per period."""
+
+    async def scenario() -> list[bool]:
+        one = open_backend(settings, "one")
+        two = open_backend(settings, "two") if settings.redis_url else one
+        try:
+            # Long ttls where the answer must not depend on how long a call takes.
+            results = [await one.store.claim("k", 60), await two.store.claim("k", 60),
+                       await one.store.claim("other", 60), await one.store.claim("brief", 0.2)]
+            await asyncio.sleep(0.5)
+            return [*results, await two.store.claim("brief", 0.2)]
+        finally:
+            for backend in {id(b): b for b in (one, two)}.values():
+                await backend.broker.close()
+
+    assert asyncio.run(scenario()) == [True, False, True, True, True]

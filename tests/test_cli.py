@@ -16,6 +16,7 @@ from quart_chat.cli import _setting_options, main, settings_from
 from quart_chat.protocol import CLOSE_GOING_AWAY
 from quart_chat.testing import LOOPBACK, ServerProcess, free_port, wait_for_health
 
+from .helpers import wait_until
 from .wsclient import Client, close_code
 
 
@@ -135,3 +136,24 @@ def test_plain_hypercorn_deployment_reads_the_environment(redis_url):
 def test_other_commands_run(args):
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_serve_runs_the_same_app_and_settings_under_another_server(redis_url, server):
+    """``--server`` with ``--workers`` and an option given on the command line: messages
+    cross the two workers, and the option reached each worker's app."""
+    with ServerProcess({"QUART_CHAT_REDIS_URL": redis_url}, "--server", server,
+                       "--workers", "2", "--max-text-length", "10") as running:
+        # both workers up (granian also hangs on a SIGTERM that lands mid-startup)
+        wait_until(lambda: running.log().count("quart-chat ready") == 2, 20, "two workers")
+        clients = [Client(running.ws_url, f"c{n}") for n in range(6)]
+        for client in clients:
+            client.ok("subscribe", channel="room")
+        assert {c.welcome["limits"]["max_text_length"] for c in clients} == {10}
+        clients[0].ok("publish", channel="room", text="hi")
+        assert all(c.next()["text"] == "hi" for c in clients)
+        assert clients[1].error("publish", channel="room", text="x" * 11)["code"] == "too_large"
+        for client in clients:
+            client.close()
+        status = running.stop(signal.SIGTERM)
+        assert status == 0, running.log()[-3000:]

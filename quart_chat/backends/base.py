@@ -7,7 +7,6 @@ moves bytes for channels the hub asked for and reports when delivery may have ha
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
@@ -45,8 +44,13 @@ class Broker(Protocol):
     async def unsubscribe(self, channel: str) -> None:
         """Stop delivering ``channel``."""
 
-    async def publish(self, channel: str, payload: bytes) -> None:
-        """Send ``payload`` to every subscriber of ``channel`` in every process."""
+    async def publish(self, channel: str, payload: bytes) -> int:
+        """Send ``payload`` to every subscriber of ``channel`` in every process.
+
+        Returns how many processes it reached, as the backend counts them (Redis:
+        PUBLISH's answer); the control path (:mod:`quart_chat.control`) waits for that
+        many answers.
+        """
 
     async def health(self) -> dict[str, Any]:
         """``{"connected": bool, ...}`` for ``/healthz``; never raises."""
@@ -70,8 +74,18 @@ class Store(Protocol):
     async def presence(self, channel: str) -> list[str]:
         """Client ids with at least one session in ``channel``, sorted."""
 
-    async def session_count(self, client_id: str) -> int:
-        """How many live sessions ``client_id`` has (on every process)."""
+    async def reserve(self, session_id: str, client_id: str, limit: int) -> bool:
+        """Record ``session_id`` for ``client_id`` if the client has fewer than ``limit``
+        sessions (on every process), in one atomic step; False records nothing.
+
+        Handshakes racing each other cannot both take the last slot. The slot is given
+        back by :meth:`disconnect` (a session that never ran calls it too).
+        """
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        """True for exactly one caller of ``key`` among every process sharing the store,
+        until ``ttl`` seconds have passed (a timer period runs once, not once per process).
+        """
 
 
 @dataclass(frozen=True)
@@ -111,30 +125,3 @@ async def restore_records(store: Store, sessions: Iterable[SessionRecord]) -> bo
         log.warning("could not restore subscription records", exc_info=True)
         return False
     return True
-
-
-#: Seconds :func:`cancel_and_wait` keeps cancelling before it gives up and logs.
-STOP_BOUND = 5.0
-
-
-async def cancel_and_wait(tasks: Collection[asyncio.Task[Any]]) -> None:
-    """Cancel ``tasks`` and wait until they have ended, cancelling again while one runs.
-
-    A single ``cancel()`` is not enough: on Python 3.11 ``asyncio.wait_for`` (used here
-    and inside redis-py) swallows a cancellation that lands just as its inner call
-    completes, and a reconnect loop then carries on for good. Bounded by ``STOP_BOUND``.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + STOP_BOUND
-    pending = {task for task in tasks if not task.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=0.1)
-        if pending and loop.time() > deadline:
-            log.error("broker tasks still running after %.0fs: %s", STOP_BOUND,
-                      sorted(task.get_name() for task in pending))
-            return
-    for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("broker task %s ended with %r", task.get_name(), task.exception())

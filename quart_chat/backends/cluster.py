@@ -24,6 +24,15 @@ primary that owns at least one of this process's channels. The cluster is follow
   re-read with capped backoff until a promoted replica owns the slots, and the link's
   channels are subscribed there, each with a gap notice.
 
+The server's own reserved channels (``@control``, see :mod:`quart_chat.control`) are
+not shard channels: they travel as ``P:ctl:{@control}`` by classic PUBLISH/SUBSCRIBE, so
+the shard channels are exactly the clients' and a shard with none of them has no
+sharded subscriber. Every process subscribes them on the primary that owns the hash
+tag's slot, and publishes there (redis-py routes PUBLISH by the channel's slot), so
+PUBLISH's answer counts every process, as the control path needs. A slot migration
+(not a failover) leaves those subscriptions where they were until their link
+reconnects: messages still arrive (PUBLISH reaches every node), the count may be short.
+
 Publishing and the store use redis-py's ``RedisCluster``, which follows MOVED/ASK itself.
 
 The store keeps the records of :class:`~quart_chat.backends.redis.RedisStore`, each
@@ -61,8 +70,9 @@ from redis.exceptions import MovedError, RedisClusterException, ResponseError
 
 from ..config import Settings
 from ..errors import ConfigError, Unavailable
-from .base import Backend, Deliver, GapNotice, cancel_and_wait
-from .keys import tagged
+from ..tasks import cancel_and_wait
+from .base import Backend, Deliver, GapNotice
+from .keys import RESERVED, tagged, wire_kind
 from .redis import RedisStore, shared
 from .redis_support import (
     BACKOFF_FIRST,
@@ -173,8 +183,17 @@ def client(url: str, client_name: str) -> RedisCluster:
 
 
 def channel_wire(prefix: str, channel: str) -> bytes:
-    """The shard channel of ``channel``: ``P:ch:{channel}``, in the channel's slot."""
-    return tagged(prefix, "ch", channel).encode()
+    """The shard channel of ``channel``: ``P:ch:{channel}``, in the channel's slot
+    (``P:ctl:{channel}``, a classic channel, for a reserved one)."""
+    return tagged(prefix, wire_kind(channel), channel).encode()
+
+
+def verbs(wire: bytes) -> tuple[bytes, bytes]:
+    """How ``wire`` is subscribed and unsubscribed: sharded, or classic for a reserved
+    channel's."""
+    if wire.partition(b"{")[2].startswith(RESERVED.encode()):
+        return b"SUBSCRIBE", b"UNSUBSCRIBE"
+    return b"SSUBSCRIBE", b"SUNSUBSCRIBE"
 
 
 # -- the broker ------------------------------------------------------------------------
@@ -198,7 +217,6 @@ class ClusterBroker:
         self._client_name = f"{prefix}:{node_id}:pubsub"
         self._redis = client
         self._prefix = prefix
-        self._skip = len(f"{prefix}:ch:{{")
         self.probe_interval = probe_interval
         self.stale_after = max(3 * probe_interval, 1.0)
         #: slot -> primary that owns it, as last read (None: unknown or unassigned).
@@ -243,7 +261,7 @@ class ClusterBroker:
         tasks: list[asyncio.Task[Any]] = [link.task for link in self._links.values()]
         tasks += [t for t in (self._map_task, self._rehomer) if t is not None]
         tasks += list(self._retired)
-        await cancel_and_wait(tasks)
+        await cancel_and_wait(tasks, what="broker tasks")
         self._links.clear()
         self._retired.clear()
         with contextlib.suppress(*COMMAND_FAILED):
@@ -274,12 +292,12 @@ class ClusterBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._drop(channel_wire(self._prefix, channel))
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, payload: bytes) -> int:
+        wire = channel_wire(self._prefix, channel)
+        send = self._redis.publish if channel.startswith(RESERVED) else self._redis.spublish
         # Bounded: seen in CI, a publish through RedisCluster during a failover's node
         # table rebuild never returned; the client gets ``unavailable`` and retries.
-        await bounded_publish(
-            self._redis.spublish(channel_wire(self._prefix, channel), payload), COMMAND_FAILED
-        )
+        return await bounded_publish(send(wire, payload), COMMAND_FAILED)
 
     async def health(self) -> dict[str, Any]:
         try:
@@ -423,8 +441,9 @@ class ClusterBroker:
                                                 name="quart-chat cluster rehome")
 
     def _deliver_wire(self, wire: bytes, payload: bytes) -> None:
-        if self._deliver is not None:
-            self._deliver(wire[self._skip:-1].decode(), payload)
+        channel = self._wires.get(wire)
+        if channel is not None and self._deliver is not None:
+            self._deliver(channel, payload)
 
     # -- the slot map --------------------------------------------------------------
 
@@ -542,7 +561,7 @@ class _ShardLink:
     def add(self, wire: bytes) -> None:
         self.wires.add(wire)
         if self.live:
-            self._send(b"SSUBSCRIBE", [wire])
+            self._send(verbs(wire)[0], [wire])
 
     def remove(self, wire: bytes, *, quiet: bool = False) -> None:
         """Stop ``wire`` here; ``quiet`` when the shard no longer has it anyway."""
@@ -550,7 +569,7 @@ class _ShardLink:
         was_confirmed = wire in self.confirmed
         self.confirmed.discard(wire)
         if self.live and (was_confirmed or not quiet):
-            self._send(b"SUNSUBSCRIBE", [wire])
+            self._send(verbs(wire)[1], [wire])
 
     def _send(self, command: bytes, wires: list[bytes]) -> None:
         self._outbox.append((command, wires))
@@ -593,11 +612,12 @@ class _ShardLink:
             await conn.connect()  # type: ignore[no-untyped-call]
             self._outbox.clear()
             self._sent.clear()
-            by_slot: dict[int, list[bytes]] = {}
+            # One SSUBSCRIBE names channels of one slot; classic ones go apart.
+            batches: dict[tuple[int, bytes], list[bytes]] = {}
             for wire in sorted(self.wires):
-                by_slot.setdefault(key_slot(wire), []).append(wire)
-            for wires in by_slot.values():
-                self._send(b"SSUBSCRIBE", wires)
+                batches.setdefault((key_slot(wire), verbs(wire)[0]), []).append(wire)
+            for (_, command), wires in batches.items():
+                self._send(command, wires)
             if self.down:
                 self.broker.reconnects += 1
                 log.info("cluster: pub/sub to %s restored; %d channels",
@@ -652,15 +672,15 @@ class _ShardLink:
                 self._answered(b"PING", None)
                 continue
             kind = reply[0]
-            if kind == b"smessage":
+            if kind in (b"smessage", b"message"):
                 self.broker._deliver_wire(reply[1], reply[2])
-            elif kind == b"ssubscribe":
-                self._answered(b"SSUBSCRIBE", reply[1])
+            elif kind in (b"ssubscribe", b"subscribe"):
+                self._answered(kind.upper(), reply[1])
                 if reply[1] in self.wires:
                     self.confirmed.add(reply[1])
                     self.broker._confirmed(reply[1])
-            elif kind == b"sunsubscribe":
-                if not self._answered(b"SUNSUBSCRIBE", reply[1]) and reply[1] in self.wires:
+            elif kind in (b"sunsubscribe", b"unsubscribe"):
+                if not self._answered(kind.upper(), reply[1]) and reply[1] in self.wires:
                     self.confirmed.discard(reply[1])
                     self.broker._revoked(self, reply[1])
             elif kind == b"pong":

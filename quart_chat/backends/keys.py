@@ -1,10 +1,22 @@
-"""Key names in Redis: the cluster hash tag, and the per-channel key plugins may use.
+"""Key names in Redis: the cluster hash tag, the per-channel key plugins may use, and the
+wire kind that keeps the server's own channels apart from clients'.
 
 Kept apart from the backends (and free of redis-py) so a plugin can name its keys
 without loading a Redis client.
 """
 
 from __future__ import annotations
+
+#: The first character of the server's own channels (``@control``, see
+#: :mod:`quart_chat.control`); the channel-name rules keep it out of client names.
+RESERVED = "@"
+
+
+def wire_kind(channel: str) -> str:
+    """``ctl`` for a reserved channel, ``ch`` for a client's: a Redis broker sends them
+    under ``P:ctl:`` and ``P:ch:``, so that a listing of client channels (``PUBSUB
+    CHANNELS P:ch:*``, a cluster's shard channels) never shows the server's own."""
+    return "ctl" if channel.startswith(RESERVED) else "ch"
 
 
 def tagged(prefix: str, kind: str, owner: str) -> str:

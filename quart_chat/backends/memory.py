@@ -3,6 +3,7 @@ is given. Refused with several workers (see Settings): messages would not cross 
 
 from __future__ import annotations
 
+import time
 from collections import defaultdict
 from collections.abc import Collection
 from typing import Any
@@ -38,9 +39,11 @@ class MemoryBroker:
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, payload: bytes) -> int:
         if self._deliver is not None and channel in self._channels:
             self._deliver(channel, payload)
+            return 1
+        return 0
 
     async def health(self) -> dict[str, Any]:
         return {"connected": self._deliver is not None}
@@ -53,6 +56,8 @@ class MemoryStore:
         self.sessions: dict[str, set[str]] = {}
         self.clients: dict[str, set[str]] = defaultdict(set)
         self.members: dict[str, dict[str, str]] = defaultdict(dict)
+        #: claim key -> monotonic expiry
+        self.claims: dict[str, float] = {}
 
     async def connect(self, session_id: str, client_id: str) -> None:
         self.sessions[session_id] = set()
@@ -78,8 +83,22 @@ class MemoryStore:
     async def presence(self, channel: str) -> list[str]:
         return sorted(set(self.members.get(channel, {}).values()))
 
-    async def session_count(self, client_id: str) -> int:
-        return len(self.clients.get(client_id, ()))
+    async def reserve(self, session_id: str, client_id: str, limit: int) -> bool:
+        sessions = self.clients[client_id]  # no await between the count and the add
+        if len(sessions) >= limit:
+            if not sessions:
+                del self.clients[client_id]
+            return False
+        sessions.add(session_id)
+        return True
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        now = time.monotonic()
+        self.claims = {k: until for k, until in self.claims.items() if until > now}
+        if key in self.claims:
+            return False
+        self.claims[key] = now + ttl
+        return True
 
     def _drop_member(self, channel: str, session_id: str) -> None:
         members = self.members.get(channel)

@@ -5,13 +5,16 @@ The broker keeps ONE pub/sub connection per process for all channels. redis-py's
 would reconnect and resubscribe silently, and a pub/sub client cut by Redis for a full
 output buffer loses messages without an exception. So this broker owns reconnection
 itself (the pub/sub client has no retries), proves liveness with a probe message it
-publishes to itself, and tells the hub about every gap it could have caused.
+publishes to itself, and tells the hub about every gap it could have caused. Channel
+``c`` travels as ``P:ch:c``; the server's own reserved channels (``@control``) as
+``P:ctl:@control``, out of sight of anything that lists client channels.
 
 The store's key layout (``P`` is the prefix):
 
 - ``P:session:<session_id>`` SET of channels the session is subscribed to
 - ``P:client:<client_id>``   SET of the client's live session ids
 - ``P:presence:<channel>``   HASH session_id -> client_id (who is in the channel)
+- ``P:claim:<key>``          STRING with a TTL: the one process that claimed ``key``
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from .. import metrics
 from ..config import Settings
 from ..errors import Unavailable
-from .base import Backend, Broker, Deliver, GapNotice, cancel_and_wait
+from ..tasks import cancel_and_wait
+from .base import Backend, Broker, Deliver, GapNotice
+from .keys import RESERVED
 from .node_heartbeat import NodeHeartbeat
 from .redis_support import (
     BACKOFF_FIRST,
@@ -118,6 +123,7 @@ class RedisBroker:
         self._redis = client
         self._batch = batch or Pipeliner(client, max_in_flight=PIPELINES_IN_FLIGHT)
         self._prefix = f"{prefix}:ch:".encode()
+        self._control_prefix = f"{prefix}:ctl:".encode()
         self._probe_channel = f"{prefix}:probe:{node_id}".encode()
         self._client_name = f"{prefix}:{node_id}:pubsub"
         self._probe_interval = probe_interval
@@ -153,7 +159,7 @@ class RedisBroker:
             ) from None
 
     async def close(self) -> None:
-        await cancel_and_wait(self._tasks)
+        await cancel_and_wait(self._tasks, what="broker tasks")
         self._tasks = []
         self._connected.clear()
         metrics.redis_pubsub_up(False)
@@ -165,7 +171,7 @@ class RedisBroker:
     async def subscribe(self, channel: str) -> None:
         if not self._connected.is_set():
             raise Unavailable("the message broker is unreachable; retry shortly")
-        wire = self._prefix + channel.encode()
+        wire = self._wire(channel)
         with self._pending.expect(wire) as confirmed:
             self._channels.add(channel)
             self._queue_subscribe(wire)
@@ -209,15 +215,19 @@ class RedisBroker:
         self._channels.discard(channel)
         if self._connected.is_set():
             with contextlib.suppress(*REDIS_DOWN):
-                await self._pubsub.unsubscribe(self._prefix + channel.encode())
+                await self._pubsub.unsubscribe(self._wire(channel))
         # While disconnected there is nothing to do: the next connection only
         # resubscribes what is still in self._channels.
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    async def publish(self, channel: str, payload: bytes) -> int:
         if not self._connected.is_set():  # known down: answer now, not after a timeout
             raise Unavailable("the message broker is unreachable; retry shortly")
-        await bounded_publish(self._batch.run(("PUBLISH", self._prefix + channel.encode(),
-                                               payload)))
+        return await bounded_publish(self._batch.one("PUBLISH", self._wire(channel), payload))
+
+    def _wire(self, channel: str) -> bytes:
+        """``P:ch:<channel>``, or ``P:ctl:<channel>`` for a reserved one."""
+        kind = self._control_prefix if channel.startswith(RESERVED) else self._prefix
+        return kind + channel.encode()
 
     async def health(self) -> dict[str, Any]:
         try:
@@ -267,7 +277,7 @@ class RedisBroker:
         pubsub = client.pubsub()
         try:
             channels = sorted(self._channels)
-            wires = [self._probe_channel, *(self._prefix + c.encode() for c in channels)]
+            wires = [self._probe_channel, *(self._wire(c) for c in channels)]
             await asyncio.wait_for(pubsub.subscribe(*wires), SUBSCRIBE_TIMEOUT)
             await self._await_confirmations(pubsub, len(wires))
             self._pubsub = pubsub
@@ -312,7 +322,8 @@ class RedisBroker:
 
     async def _read(self, pubsub: Any) -> None:
         prefix, probe, deliver = self._prefix, self._probe_channel, self._deliver
-        skip = len(prefix)
+        control = self._control_prefix
+        skip, control_skip = len(prefix), len(control)
         if deliver is None:
             raise RuntimeError("start() was not called")
         while True:
@@ -324,6 +335,8 @@ class RedisBroker:
             channel = message["channel"]
             if message["type"] == "message" and channel.startswith(prefix):
                 deliver(channel[skip:].decode(), message["data"])
+            elif message["type"] == "message" and channel.startswith(control):
+                deliver(channel[control_skip:].decode(), message["data"])
             elif channel == probe:
                 self._last_probe = time.monotonic()
             else:
@@ -345,6 +358,15 @@ class RedisBroker:
 
 
 # -- the store -------------------------------------------------------------------------
+
+#: KEYS[1] the client's session set; ARGV session id, limit: 1 if added, 0 if full.
+RESERVE = """
+if redis.call('SCARD', KEYS[1]) < tonumber(ARGV[2]) then
+    redis.call('SADD', KEYS[1], ARGV[1])
+    return 1
+end
+return 0
+"""
 
 
 class RedisStore:
@@ -412,9 +434,18 @@ class RedisStore:
         (members,) = await self._run(("HVALS", self.presence_key(channel)))
         return sorted({text(m) for m in members})
 
-    async def session_count(self, client_id: str) -> int:
-        (count,) = await self._run(("SCARD", self.client_key(client_id)))
-        return int(count)
+    async def reserve(self, session_id: str, client_id: str, limit: int) -> bool:
+        # One script, so the count and the add are one step for every process. EVAL
+        # rather than EVALSHA: batched in a pipeline, it never meets NOSCRIPT.
+        (added,) = await self._run(("EVAL", RESERVE, 1, self.client_key(client_id),
+                                    session_id, limit))
+        return bool(added)
+
+    async def claim(self, key: str, ttl: float) -> bool:
+        # One key, so on a cluster redis-py sends it to the key's slot like any other.
+        (claimed,) = await self._run(("SET", f"{self._prefix}:claim:{key}", b"1", "NX", "PX",
+                                      max(1, int(ttl * 1000))))
+        return bool(claimed)
 
     async def _run(self, *commands: Command) -> list[Any]:
         """Send ``commands`` in the next batched pipeline (see :class:`.Pipeliner`)."""

@@ -37,12 +37,13 @@ class PubSubStalled(Exception):
     lost while a subscriber waited)."""
 
 
-async def bounded_publish(command: Awaitable[object],
-                          failures: tuple[type[BaseException], ...] = REDIS_DOWN) -> None:
-    """Await a (S)PUBLISH for at most ``PUBLISH_TIMEOUT``; one of ``failures`` (which
-    must include ``TimeoutError``, as ``REDIS_DOWN`` does) becomes :class:`Unavailable`."""
+async def bounded_publish(command: Awaitable[Any],
+                          failures: tuple[type[BaseException], ...] = REDIS_DOWN) -> int:
+    """Await a (S)PUBLISH for at most ``PUBLISH_TIMEOUT``, returning how many subscribers
+    Redis delivered to; one of ``failures`` (which must include ``TimeoutError``, as
+    ``REDIS_DOWN`` does) becomes :class:`Unavailable`."""
     try:
-        await asyncio.wait_for(command, PUBLISH_TIMEOUT)
+        return int(await asyncio.wait_for(command, PUBLISH_TIMEOUT))
     except failures as exc:
         raise Unavailable("the message broker is unreachable; retry shortly") from exc
 
@@ -84,6 +85,11 @@ class Pipeliner:
             if isinstance(reply, Exception):
                 raise reply
         return replies
+
+    async def one(self, *command: Any) -> Any:
+        """The reply to one ``command`` (name and arguments), sent in the next pipeline."""
+        (reply,) = await self.run(command)
+        return reply
 
     def _schedule(self) -> None:
         if not self._scheduled and len(self._in_flight) < self._max_in_flight:

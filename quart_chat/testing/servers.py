@@ -160,11 +160,14 @@ class ServerProcess(LoopbackAddress):
         assert self.process is not None
         return self.process.pid
 
+    def command(self) -> list[str]:
+        """The argv started: ``python -m quart_chat serve`` and the extra arguments."""
+        return [sys.executable, "-m", "quart_chat", "serve", *self.args]
+
     def start(self, timeout: float = 20.0) -> ServerProcess:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "quart_chat", "serve", *self.args],
-                env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                self.command(), env=self.env, stdout=log, stderr=subprocess.STDOUT,
             )
         try:
             wait_for_health(self.url, timeout)

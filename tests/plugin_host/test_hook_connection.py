@@ -182,6 +182,19 @@ def test_hook_authorize_false_refuses_subscribe_with_forbidden(serve):
     assert ("alice", "subscribe", "staff") in plugin.seen.of("authorize")
 
 
+def test_hook_authorize_false_refuses_presence_asked_as_subscribe(serve):
+    """Presence follows the decision for subscribing: the hook is asked with "subscribe",
+    and a refused client gets forbidden instead of the member list."""
+    plugin = StaffOnly()
+    server = serve(plugin)
+    alice, staff = server.connect("alice"), server.connect("staff-bob")
+    staff.subscribe("staff")
+    assert staff.presence("staff") == ["staff-bob"]
+    assert refusal(alice.presence, "staff").code == "forbidden"
+    assert ("alice", "subscribe", "staff") in plugin.seen.of("authorize")
+    assert {action for _, action, _ in plugin.seen.of("authorize")} == {"subscribe"}
+
+
 def test_hook_authorize_false_refuses_publish_and_nothing_is_delivered(serve):
     """A refused publish is error forbidden and reaches nobody."""
     server = serve(StaffOnly())
