@@ -130,8 +130,8 @@ class RedisBroker:
         self._stale_after = max(3 * probe_interval, 1.0)
         self._channels: set[str] = set()
         self._pending = Confirmations()
-        #: Wires waiting for the next SUBSCRIBE (one command carries all of them).
-        self._to_subscribe: list[bytes] = []
+        #: (channel, wire) waiting for the next SUBSCRIBE (one command carries them all).
+        self._to_subscribe: list[tuple[str, bytes]] = []
         self._subscribing: set[asyncio.Task[None]] = set()
         self._pubsub: Any = None
         self._connected = asyncio.Event()
@@ -174,7 +174,7 @@ class RedisBroker:
         wire = self._wire(channel)
         with self._pending.expect(wire) as confirmed:
             self._channels.add(channel)
-            self._queue_subscribe(wire)
+            self._queue_subscribe(channel, wire)
             try:
                 await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT)
             except asyncio.CancelledError:
@@ -184,22 +184,21 @@ class RedisBroker:
                 self._channels.discard(channel)
                 raise Unavailable("the message broker is unreachable; retry shortly") from exc
 
-    def _queue_subscribe(self, wire: bytes) -> None:
+    def _queue_subscribe(self, channel: str, wire: bytes) -> None:
         """Send ``wire`` in the next SUBSCRIBE: the sessions that subscribe in one turn
         of the event loop (a reconnect storm) share one command."""
         if not self._to_subscribe:
             asyncio.get_running_loop().call_soon(self._send_subscribe,
                                                  context=contextvars.Context())
-        self._to_subscribe.append(wire)
+        self._to_subscribe.append((channel, wire))
 
     def _send_subscribe(self) -> None:
-        wires, self._to_subscribe = self._to_subscribe, []
+        queued, self._to_subscribe = self._to_subscribe, []
         pubsub = self._pubsub
         if pubsub is None:  # lost meanwhile: the listener fails the waiting subscribers
             return
         # Not the wires whose subscribers gave up meanwhile (their channel is forgotten).
-        skip = len(self._prefix)
-        wires = [wire for wire in wires if wire[skip:].decode() in self._channels]
+        wires = [wire for channel, wire in queued if channel in self._channels]
         if not wires:
             return
         task = asyncio.get_running_loop().create_task(pubsub.subscribe(*wires))
