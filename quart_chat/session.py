@@ -50,8 +50,6 @@ MAX_BATCH = 256
 CLOSE_TIMEOUT = 1.0
 #: Frames the send loop may write back to back before it yields to the event loop.
 SEND_BURST = 64
-#: Most event-loop turns a coalescing (``?batch=1``) sender waits for more frames.
-COALESCE_TURNS = 8
 #: Most ``call`` frames one session may have running at once; one more is answered
 #: ``rate_limited``. Each runs in its own task, so this bounds what a client can start.
 MAX_CALLS_IN_FLIGHT = 16
@@ -312,15 +310,10 @@ class Session:
             if not self._outbox:
                 self._wakeup = wakeup = loop.create_future()
                 await wakeup
-                if batch:
-                    # Let the hub queue whatever else the broker has already read, so
-                    # one WebSocket frame carries it all: yield while the outbox keeps
-                    # growing (a few turns at most). At light load that is one turn.
-                    for _ in range(COALESCE_TURNS):
-                        waiting = len(self._outbox)
-                        await asyncio.sleep(0)
-                        if len(self._outbox) == waiting:
-                            break
+            # Coalescing (``?batch=1``) takes what is queued now and never waits for
+            # more: by the time this loop runs, the hub has queued everything the broker
+            # read in one go, so under load a frame carries a whole read, and at light
+            # load nothing waits an extra turn of the loop.
             frames, self._outbox = self._outbox, []
             # A frame leaves the count as its write begins: a peer that stops reading
             # holds that one write, and the count bounds everything queued behind it.
