@@ -37,6 +37,7 @@ from .errors import (
 from .handshake import token_identity
 from .hooks import HookFailed, Hooks
 from .hub import Hub
+from .liveness import Liveness
 from .plugin_settings import unknown_variables
 from .plugins import describe, make_plugin_manager, origin_of
 from .protocol import Message, RequestId, check_channel
@@ -78,6 +79,8 @@ class ChatService:
         self.pm = make_plugin_manager(settings, plugins)
         self.hooks = Hooks(self.pm, settings, functools.partial(Bot, self))
         self.sessions: set[Session] = set()
+        #: Closes sessions whose peer fell silent (one sweep for all of them).
+        self.liveness = Liveness(settings)
         self._background: set[asyncio.Task[None]] = set()
         #: Set once shutdown has begun closing sessions.
         self.stopping = False

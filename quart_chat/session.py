@@ -105,24 +105,14 @@ class Session:
         self.claims: dict[str, Any] | None = None
         #: Channel patterns the token's ``channels`` claim allows; None means no limit.
         self.allowed_channels: tuple[str, ...] | None = None
-        self._last_frame = time.monotonic()
+        #: Monotonic time of the last frame received (read by quart_chat.liveness).
+        self.last_frame = time.monotonic()
         #: Recovery's ordering state; made by the first ``subscribe`` with ``since``.
         self.recovery: Recovery | None = None
         #: Running ``call`` tasks (at most MAX_CALLS_IN_FLIGHT); cancelled when it ends.
         self._calls: set[asyncio.Task[None]] = set()
         #: Closes the session when its token expires (see :meth:`expire_at`).
         self._expiry: asyncio.TimerHandle | None = None
-        self._handlers: dict[type[ClientFrame], Callable[[Any], Awaitable[Any]]] = {
-            Subscribe: self._subscribe,
-            Unsubscribe: self._unsubscribe,
-            Publish: self._publish,
-            Channels: self._channels,
-            Presence: self._presence,
-            History: self._history,
-            Ping: self._ping,
-            Call: self._call,
-            Refresh: self._refresh,
-        }
 
     def __repr__(self) -> str:
         return f"<Session {self.id} client_id={self.client_id!r}>"
@@ -225,8 +215,7 @@ class Session:
         # granian handle pings and dead peers themselves (see quart_chat.transport).
         activity = transport.activity_of(self._websocket)
         if activity is not None:
-            tasks.append(asyncio.create_task(self._watch_peer(activity),
-                                             name=f"liveness {self.id}"))
+            service.liveness.watch(self, activity)
         try:
             # Shielded: redis-py (in the store or a plugin) can swallow a cancellation that
             # lands mid-command, and a client that leaves right now must still end this
@@ -264,6 +253,7 @@ class Session:
         """Leave every channel, clean the store, send the close frame, run hooks."""
         service = self._service
         service.sessions.discard(self)
+        service.liveness.forget(self)
         await service.session_leaving(self)
         if self.close_code is None:
             self.close_code, self.close_reason = 1000, "client closed"
@@ -347,7 +337,7 @@ class Session:
                 return
             if self.close_code is not None:
                 return  # closing: do not act on (or answer) anything more
-            self._last_frame = time.monotonic()
+            self.last_frame = time.monotonic()
             if not frames.take():
                 self._fail(None, RateLimited(
                     f"more than {self._settings.frame_rate:g} frames per second"))
@@ -360,7 +350,7 @@ class Session:
                 continue
             metrics.frame_in(frame)
             try:
-                fields = await self._handlers[type(frame)](frame)
+                fields = await _HANDLERS[type(frame)](self, frame)
                 if fields is _DEFERRED:
                     continue
             except ChatError as exc:
@@ -445,30 +435,19 @@ class Session:
     async def _refresh(self, frame: Refresh) -> None:
         await self._service.refresh(self, frame.token)
 
-    # -- dead peers ----------------------------------------------------------------------
 
-    async def _watch_peer(self, activity: transport.Activity) -> None:
-        """Close a peer that sent nothing (no frame, no pong) for ping interval + timeout.
-
-        hypercorn pings when configured with ``websocket_ping_interval`` (``quart-chat
-        serve`` does); under a hypercorn run without it, this loop sends the pings.
-        """
-        settings = self._settings
-        allowed = settings.ping_interval + settings.ping_timeout
-        step = max(0.05, min(1.0, settings.ping_timeout / 4))
-        next_ping = time.monotonic() + settings.ping_interval
-        while True:
-            await asyncio.sleep(step)
-            now = time.monotonic()
-            if not activity.hypercorn_pings and now >= next_ping:
-                next_ping = now + settings.ping_interval
-                with contextlib.suppress(Exception):  # a closing socket: the loop ends soon
-                    await asyncio.wait_for(activity.ping(), CLOSE_TIMEOUT)
-            silent = now - max(self._last_frame, activity.last)
-            if silent > allowed:
-                log.info("session %s: no pong or frame for %.1fs; closing", self.id, silent)
-                self.close(protocol.CLOSE_DEAD_PEER, "no pong: peer presumed dead")
-                return
+#: Each frame type's handler: one table for every session, not a dict of bound methods each.
+_HANDLERS: dict[type[ClientFrame], Callable[[Session, Any], Awaitable[Any]]] = {
+    Subscribe: Session._subscribe,
+    Unsubscribe: Session._unsubscribe,
+    Publish: Session._publish,
+    Channels: Session._channels,
+    Presence: Session._presence,
+    History: Session._history,
+    Ping: Session._ping,
+    Call: Session._call,
+    Refresh: Session._refresh,
+}
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
