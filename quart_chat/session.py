@@ -217,20 +217,15 @@ class Session:
         if activity is not None:
             service.liveness.watch(self, activity)
         try:
-            # Shielded: redis-py (in the store or a plugin) can swallow a cancellation that
-            # lands mid-command, and a client that leaves right now must still end this
-            # session, so this handler only ever awaits a future it owns.
-            opening = asyncio.ensure_future(service.session_opened(self))
-            try:
-                await asyncio.shield(opening)
-            except asyncio.CancelledError:
-                await asyncio.wait([opening], timeout=CLOSE_TIMEOUT)  # record, then forget
-                if opening.done() and not opening.cancelled():
-                    opening.exception()  # retrieved: failures are logged where they happen
-                raise
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
+            await self._opened()
+            # The session ends when either loop ends or close() resolves ``closing``:
+            # a done callback on each loop, not asyncio.wait's waiter and set held for
+            # the whole life of every idle session.
+            for task in tasks[:2]:
+                task.add_done_callback(self._loop_ended)
+            await closing
+            for task in tasks[:2]:
+                if task.done() and not task.cancelled() and task.exception() is not None:
                     log.error("session %s failed", self.id, exc_info=task.exception())
                     self.close(protocol.CLOSE_INTERNAL, "internal error")
         finally:
@@ -239,6 +234,26 @@ class Session:
             # skip the cleanup, or the session stays listed and in the store for good.
             self._cleanup_task = asyncio.ensure_future(self._cleanup(tasks))  # a strong ref
             await asyncio.shield(self._cleanup_task)
+
+    async def _opened(self) -> None:
+        """Run ``session_opened`` (records and hooks) in a task of its own, forgotten
+        once done."""
+        # Shielded: redis-py (in the store or a plugin) can swallow a cancellation that
+        # lands mid-command, and a client that leaves right now must still end this
+        # session, so this handler only ever awaits a future it owns.
+        opening = asyncio.ensure_future(self._service.session_opened(self))
+        try:
+            await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            await asyncio.wait([opening], timeout=CLOSE_TIMEOUT)  # record, then forget
+            if opening.done() and not opening.cancelled():
+                opening.exception()  # retrieved: failures are logged where they happen
+            raise
+
+    def _loop_ended(self, task: asyncio.Future[Any]) -> None:
+        closing = self._closing
+        if closing is not None and not closing.done():
+            closing.set_result(None)
 
     async def _cleanup(self, tasks: list[asyncio.Future[Any]]) -> None:
         calls = list(self._calls)  # nobody is left to read their answers
