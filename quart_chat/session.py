@@ -200,7 +200,7 @@ class Session:
             raise
         self.expire_at(expiry(self.claims))
         self.deliver(protocol.encode(self._welcome()))
-        service.sessions.add(self)
+        service.session_started(self)
         metrics.session_opened()
         logs.connected(self)
         self._closing = closing = asyncio.get_running_loop().create_future()
@@ -267,7 +267,7 @@ class Session:
     async def _finish(self) -> None:
         """Leave every channel, clean the store, send the close frame, run hooks."""
         service = self._service
-        service.sessions.discard(self)
+        service.session_ended(self)
         service.liveness.forget(self)
         await service.session_leaving(self)
         if self.close_code is None:
