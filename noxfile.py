@@ -31,7 +31,7 @@ def notebooks(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def lint(session: nox.Session) -> None:
     """ruff on everything, mypy strict on the package and the example plugins."""
-    session.install("-e", ".[test,lint]")
+    session.install("-e", ".[test,lint,servers]")
     session.run("ruff", "check", ".")
     session.run("mypy")
     session.run("mypy", "--strict", "plugins")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import importlib.util
 import logging
 import multiprocessing
 import os
@@ -102,6 +103,9 @@ def serve(**options: Any) -> None:
     if settings.server != "hypercorn":
         from . import runners
 
+        if importlib.util.find_spec(settings.server) is None:
+            raise click.UsageError(f"--server {settings.server} needs {settings.server} "
+                                   "installed: pip install 'quart-chat[servers]'")
         sys.exit(runners.run_uvicorn(settings) if settings.server == "uvicorn"
                  else runners.run_granian(settings))
     config = _hypercorn_config(settings)

@@ -157,3 +157,15 @@ def test_serve_runs_the_same_app_and_settings_under_another_server(redis_url, se
             client.close()
         status = running.stop(signal.SIGTERM)
         assert status == 0, running.log()[-3000:]
+
+
+def test_serve_with_a_server_that_is_not_installed_says_how_to_get_it(monkeypatch):
+    """``--server granian`` without granian: one clear line naming the extra, no traceback."""
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "granian" else real(name, *a))
+    result = CliRunner().invoke(main, ["serve", "--server", "granian"])
+    assert result.exit_code == 2
+    assert "pip install 'quart-chat[servers]'" in result.output
