@@ -247,10 +247,18 @@ class ChatWidget(w.VBox):  # type: ignore[misc]  # ipywidgets is untyped
             added = len({m.mid for m in earlier} - {m.mid for m in log})
             # History is newer than anything kept from before it began, older than what
             # arrived after it was read; the server's order stands within each part.
+            # Where the log already holds fetched messages, its own order places the rest
+            # (mids made in the same instant do not sort by time); elsewhere, by mid.
             fetched = {m.mid for m in earlier}
-            start = earlier[0].mid if earlier else ""
-            before = [m for m in log if m.mid < start and m.mid not in fetched]
-            after = [m for m in log if m.mid >= start and m.mid not in fetched]
+            kept = list(log)
+            first = next((i for i, m in enumerate(kept) if m.mid in fetched), None)
+            if first is None:
+                start = earlier[0].mid if earlier else ""
+                before = [m for m in kept if m.mid < start]
+                after = [m for m in kept if m.mid >= start]
+            else:
+                before = [m for m in kept[:first] if m.mid not in fetched]
+                after = [m for m in kept[first:] if m.mid not in fetched]
             log.clear()
             log.extend([*before, *earlier, *after])
         if channel == self.channel:
