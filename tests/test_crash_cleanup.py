@@ -93,14 +93,16 @@ def test_leftovers_of_a_lone_dead_process_are_cleaned_by_the_next_one_to_start(
     assert "quart-chat:presence:room" in keys(redis_server)
     with ServerProcess(env) as successor:
         observer = Client(successor.ws_url, "observer")
-        wait_until(lambda: observer.ok("presence", channel="room")["clients"] == [],
-                   NODE_TTL + 5, "stale presence reaped")
-        print(f"\nlone SIGKILL: records reaped {time.monotonic() - killed:.2f}s after the kill "
-              f"by the next process")
-        # the hook runs once the records are gone
-        wait_until(lambda: read_events(events), 5, "client_disconnected for the victim")
-        assert [e["client_id"] for e in read_events(events)] == ["victim"]
-        observer.close()
+        try:  # closed on failure too: a leaked socket would fail a later test's warnings
+            wait_until(lambda: observer.ok("presence", channel="room")["clients"] == [],
+                       NODE_TTL + 5, "stale presence reaped")
+            print(f"\nlone SIGKILL: records reaped {time.monotonic() - killed:.2f}s after the "
+                  f"kill by the next process")
+            # the hook runs once the records are gone
+            wait_until(lambda: read_events(events), 5, "client_disconnected for the victim")
+            assert [e["client_id"] for e in read_events(events)] == ["victim"]
+        finally:
+            observer.close()
     wait_until(lambda: keys(redis_server) == [], 5, "no records left")
 
 
