@@ -156,12 +156,12 @@ class Client(WSListener):  # type: ignore[misc]
         if self.transport is not None and not self.closed:
             self.transport.send(WSMsgType.TEXT, data)
 
-    async def request(self, rid: int, data: bytes) -> Any:
-        """Send a frame and wait (at most 10 s) for the reply with id ``rid``."""
+    async def request(self, rid: int, data: bytes, wait: float = 10.0) -> Any:
+        """Send a frame and wait (at most ``wait`` s) for the reply with id ``rid``."""
         waiter = asyncio.get_running_loop().create_future()
         self.waiting[rid] = waiter
         self.send(data)
-        return await asyncio.wait_for(waiter, 10.0)
+        return await asyncio.wait_for(waiter, wait)
 
     def close(self) -> None:
         if self.transport is not None and not self.closed:
@@ -318,26 +318,50 @@ class LoadGen:
                       concurrency: int = 64, deadline: float = 120.0) -> list[Client]:
         """Open ``n`` clients, each subscribed to ``channel_of(i)``; bounded in time."""
         sem = asyncio.Semaphore(concurrency)
-        made: list[Client | None] = [None] * n
 
-        async def one(i: int) -> None:
+        async def one(i: int) -> Client:
             async with sem:
-                name = f"c{next(self._names)}"
-                adapter, counters = self.adapter, self.counters
-                _, client = await ws_connect(
-                    lambda: Client(adapter, counters, name),
-                    self.adapter.url(self.base_url, name),
-                    websocket_handshake_timeout=10,
-                )
-                await asyncio.wait_for(client.ready, 10)
-                rid = next(self._ids)
-                await client.request(rid, self.adapter.subscribe(rid, channel_of(i)))
-                made[i] = client
+                return await self._open(channel_of(i))
 
-        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), deadline)
-        clients = [c for c in made if c is not None]
+        clients = list(await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))),
+                                              deadline))
         self.clients.extend(clients)
         return clients
+
+    async def storm(self, n: int, channel_of: Callable[[int], str], *,
+                    deadline: float = 120.0) -> tuple[list[Client], list[str]]:
+        """Open ``n`` clients all at once, each subscribed to ``channel_of(i)``: the
+        clients subscribed, and why each of the others failed (refused, closed, timed
+        out, or still pending at ``deadline``)."""
+        tasks = [asyncio.ensure_future(self._open(channel_of(i))) for i in range(n)]
+        done, pending = await asyncio.wait(tasks, timeout=deadline)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        clients = [t.result() for t in tasks if t in done and t.exception() is None]
+        failures = [f"{type(exc).__name__}: {exc}"[:200] for t in tasks if t in done
+                    and (exc := t.exception()) is not None]
+        failures += [f"not subscribed after {deadline:.0f}s"] * len(pending)
+        self.clients.extend(clients)
+        return clients, failures
+
+    async def _open(self, channel: str) -> Client:
+        """One client: WebSocket handshake, welcome, then subscribed to ``channel``."""
+        name = f"c{next(self._names)}"
+        adapter, counters = self.adapter, self.counters
+        _, client = await ws_connect(
+            lambda: Client(adapter, counters, name),
+            self.adapter.url(self.base_url, name),
+            websocket_handshake_timeout=60,
+        )
+        try:
+            await asyncio.wait_for(client.ready, 60)
+            rid = next(self._ids)
+            await client.request(rid, self.adapter.subscribe(rid, channel), 60)
+        except BaseException:
+            client.close()
+            raise
+        return client
 
     async def close_all(self) -> None:
         for client in self.clients:
@@ -418,13 +442,14 @@ class Timing:
     fanout_max_steps: int = 18
     light_subscribers: int = 100
     rooms_clients: int = 1000
-    memory_clients: int = 2000
+    memory_clients: tuple[int, ...] = (2000, 10000)
     handshake_clients: int = 1000
+    storm_clients: tuple[int, ...] = (2000, 10000)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def smoke(cls) -> Timing:
         return cls(step_seconds=0.5, light_seconds=0.9, rooms_seconds=0.5, scale_seconds=0.5,
                    fanout_subscribers=20, fanout_start=20.0, fanout_max_steps=2,
-                   light_subscribers=10, rooms_clients=20, memory_clients=40,
-                   handshake_clients=20)
+                   light_subscribers=10, rooms_clients=20, memory_clients=(40,),
+                   handshake_clients=20, storm_clients=(40,))

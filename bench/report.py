@@ -37,7 +37,16 @@ METRICS: list[tuple[str, tuple[str, ...], Callable[[float], str], bool]] = [
     ("(c) rooms p99 ms", ("rooms", "p99"), lambda v: f"{v * 1e3:.2f}", False),
     ("(c) rooms CPU µs/delivery", ("rooms", "server_cpu_us"), lambda v: f"{v:.1f}", False),
     ("(d) KiB per idle conn", ("memory", "per_conn"), lambda v: f"{v / 1024:.1f}", False),
+    ("(d) KiB per idle conn, 10,000", ("memory", "10000", "per_conn"),
+     lambda v: f"{v / 1024:.1f}", False),
     ("(e) handshakes+subscribes/s", ("handshake", "rate"), lambda v: f"{v:,.0f}", True),
+    ("(g) storm of 2,000: subscribed/s", ("storm", "2000", "rate"), lambda v: f"{v:,.0f}",
+     True),
+    ("(g) storm of 2,000: failed", ("storm", "2000", "failures"), lambda v: f"{v:,.0f}", False),
+    ("(g) storm of 10,000: subscribed/s", ("storm", "10000", "rate"), lambda v: f"{v:,.0f}",
+     True),
+    ("(g) storm of 10,000: failed", ("storm", "10000", "failures"), lambda v: f"{v:,.0f}",
+     False),
 ]
 
 
@@ -157,7 +166,8 @@ def _targets(results: dict[str, Any]) -> list[str]:
     servers = results.get("servers", {})
     if QC not in servers:
         return []
-    out = ["Targets (issue 8) in this run:", "", "| target | measured | met |", "|---|---|---|"]
+    out = ["Targets (issues 8 and 14) in this run:", "", "| target | measured | met |",
+           "|---|---|---|"]
 
     def row(text: str, measured: float, goal: float, higher: bool, unit: str = "×") -> None:
         if math.isnan(measured):
@@ -188,6 +198,15 @@ def _targets(results: dict[str, Any]) -> list[str]:
                        default=float("nan"))
         row("(d) memory per idle connection ≤ the best peer's (ratio)",
             _div(_get(results, QC, "memory", "per_conn"), best_mem), 1.0, False)
+        row("(d) memory per idle connection ≤ 30 KiB (2,000 clients)",
+            _get(results, QC, "memory", "per_conn") / 1024, 30.0, False, " KiB")
+        for n in ("2000", "10000"):
+            best_storm = max((_get(results, p, "storm", n, "rate") for p in peers),
+                             default=float("nan"))
+            row(f"(g) storm of {int(n):,}: subscribed/s ≥ the best peer's (ratio)",
+                _div(_get(results, QC, "storm", n, "rate"), best_storm), 1.0, True)
+            row(f"(g) storm of {int(n):,}: failures = 0",
+                _get(results, QC, "storm", n, "failures"), 0.0, False, "")
     scale = results.get("scale")
     if isinstance(scale, dict) and "efficiency_ratio" in scale:
         row("(f) CPU per delivery, 2 processes / 1 ≤ 1.15×", scale["efficiency_ratio"], 1.15,

@@ -4,8 +4,11 @@
                or a delivery is lost; the best delivered rate that held is reported.
 (b) light      100 subscribers, 20 publishes/s: end-to-end p50/p99.
 (c) rooms      1,000 clients in 500 rooms of two, each publishing once a second.
-(d) memory     RSS growth of the server per idle subscribed connection (2,000 clients).
+(d) memory     RSS growth of the server per idle connection, each subscribed to its own
+               channel (2,000 clients, then 10,000).
 (e) handshake  WebSocket handshakes + subscribes accepted per second.
+(g) storm      a reconnect storm: N clients (2,000, then 10,000) connect and subscribe, each
+               to its own channel, all at once: time until all are subscribed, failures.
 (f) scale      quart-chat with one process versus two on one Redis: server CPU time per
                delivered message at the same offered load.
 
@@ -16,8 +19,10 @@ when the machine has two CPUs, except in (f), where both server processes need a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -30,9 +35,11 @@ from .loadgen import ADAPTERS, LoadGen, StepResult, Timing
 from .servers import SPECS, RunningServer, ServerSpec
 
 P99_LIMIT = 0.25
-SCENARIOS = ("handshake", "memory", "light", "fanout", "rooms", "scale")
+SCENARIOS = ("handshake", "storm", "memory", "light", "fanout", "rooms", "scale")
 #: Scenarios where write coalescing changes nothing worth a separate run.
-PLAIN_ONLY = {"handshake", "memory", "rooms"}
+PLAIN_ONLY = {"handshake", "storm", "memory", "rooms"}
+#: Longest a storm may take before the clients still pending count as failures.
+STORM_DEADLINE = 120.0
 
 
 class Progress:
@@ -166,19 +173,25 @@ class Bench:
                 "server_cpu_us": 1e6 * r.server_cpu / max(r.received, 1), "step": asdict(r)}
 
     async def memory(self, spec: ServerSpec, srv: RunningServer, lg: LoadGen) -> dict[str, Any]:
+        """RSS growth per idle connection, each subscribed to its own channel, measured
+        at each count of ``memory_clients`` (the clients of one count stay open)."""
         t = self.timing
-        await lg.connect(20, lambda i: "idle")  # warm-up: imports, first-use caches
+        await lg.connect(20, lambda i: f"warm-{i}")  # warm-up: imports, first-use caches
         await asyncio.sleep(0.5)
         rss0 = srv.rss()
-        await lg.connect(t.memory_clients, lambda i: "idle")
-        await asyncio.sleep(1.0)
-        rss1 = srv.rss()
-        per = (rss1 - rss0) / t.memory_clients
-        self.progress(f"{spec.name:28s} memory: {per / 1024:.1f} KiB per idle subscribed "
-                      f"connection ({t.memory_clients} clients, RSS {rss0 >> 20} -> "
-                      f"{rss1 >> 20} MiB)")
-        return {"per_conn": per, "rss_before": rss0, "rss_after": rss1,
-                "clients": t.memory_clients}
+        out: dict[str, Any] = {"rss_before": rss0}
+        opened = 0
+        for n in t.memory_clients:
+            await lg.connect(n - opened, lambda i, base=opened: f"idle-{base + i}")
+            opened = n
+            await asyncio.sleep(1.0)
+            rss = srv.rss()
+            per = (rss - rss0) / n
+            self.progress(f"{spec.name:28s} memory: {per / 1024:.1f} KiB per idle subscribed "
+                          f"connection ({n} clients, RSS {rss0 >> 20} -> {rss >> 20} MiB)")
+            out[str(n)] = {"per_conn": per, "rss_after": rss}
+        first = str(t.memory_clients[0])
+        return {**out, "per_conn": out[first]["per_conn"], "clients": t.memory_clients[0]}
 
     async def handshake(self, spec: ServerSpec, srv: RunningServer,
                         lg: LoadGen) -> dict[str, Any]:
@@ -191,6 +204,26 @@ class Bench:
         self.progress(f"{spec.name:28s} handshake+subscribe: {rate:,.0f}/s ({n} clients in "
                       f"{wall:.2f}s, server cpu {(srv.cpu_seconds() - scpu0) / wall:.0%})")
         return {"rate": rate, "clients": n, "seconds": wall}
+
+    async def storm(self, spec: ServerSpec, srv: RunningServer, lg: LoadGen) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for n in self.timing.storm_clients:
+            t0 = time.monotonic()
+            scpu0 = srv.cpu_seconds()
+            clients, failures = await lg.storm(n, lambda i: f"storm-{i}",
+                                               deadline=STORM_DEADLINE)
+            wall = time.monotonic() - t0
+            rate = len(clients) / wall
+            self.progress(f"{spec.name:28s} storm of {n}: {len(clients)} subscribed in "
+                          f"{wall:.2f}s ({rate:,.0f}/s), {len(failures)} failed"
+                          + (f" ({failures[0]})" if failures else "")
+                          + f", server cpu {srv.cpu_seconds() - scpu0:.1f}s")
+            out[str(n)] = {"clients": n, "subscribed": len(clients), "seconds": wall,
+                           "rate": rate, "failures": len(failures), "first_failures":
+                           sorted(set(failures))[:3], "server_cpu": srv.cpu_seconds() - scpu0}
+            await lg.close_all()
+            await _settle(srv)
+        return out
 
     async def run_scenario(self, name: str, spec: ServerSpec) -> dict[str, Any]:
         runner: Callable[..., Any] = getattr(self, name)
@@ -239,10 +272,36 @@ class Bench:
         return out
 
 
+async def _settle(srv: RunningServer, limit: float = 30.0) -> None:
+    """Wait (at most ``limit`` s) until the server is idle again: the sessions closed
+    by one storm are cleaned up before the next storm starts."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        before = srv.cpu_seconds()
+        await asyncio.sleep(0.5)
+        if srv.cpu_seconds() - before < 0.05:
+            return
+
+
+def raise_file_limit() -> int:
+    """Raise this process's soft limit on open files to the hard one (the servers it
+    starts inherit it); the limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 async def run(specs: list[str], scenarios: list[str], timing: Timing, progress: Progress,
               *, time_limit: float = 1100.0, pin: bool = True) -> dict[str, Any]:
     """Run ``scenarios`` against ``specs``; skip what would start after ``time_limit`` s."""
     bench = Bench(timing, progress, pin=pin)
+    files = raise_file_limit()
+    if "storm" in scenarios and max(timing.storm_clients) + 1000 > files:
+        # Each client is a file in this process and one in the server's.
+        timing.storm_clients = tuple(n for n in timing.storm_clients if n + 1000 <= files)
+        progress(f"open-file limit {files}: storms of {timing.storm_clients or 'none'} only")
     results: dict[str, Any] = {
         "meta": {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                  "cpus": os.cpu_count(), "pinned": bench.pin, "python": sys.version.split()[0],

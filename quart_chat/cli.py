@@ -29,6 +29,9 @@ from .version import __version__
 
 log = logging.getLogger("quart_chat")
 
+#: Connections the kernel may queue before the server accepts them (see _hypercorn_config).
+LISTEN_BACKLOG = 2048
+
 #: Short names for settings that people type often.
 SHORT_FLAGS = {"plugins": ("-p", "--plugin"), "workers": ("-w", "--workers"),
                "bind": ("-b", "--bind")}
@@ -202,8 +205,14 @@ def _hypercorn_config(settings: Settings) -> Any:
     # Frames a little over the limit get a ``too_large`` error frame from the session;
     # hypercorn closes with 1009 only beyond this (it counts characters, not bytes).
     config.websocket_max_message_size = settings.max_frame_bytes * 4
-    # Pings make live clients answer (pongs); quiet dead peers are closed (4001).
-    config.websocket_ping_interval = settings.ping_interval
+    # No websocket_ping_interval: quart_chat.liveness pings every socket from one sweep
+    # (hypercorn's pinging is a task per socket); live clients answer with pongs, quiet
+    # dead peers are closed (4001).
+    # A reconnect storm (every client of a restarted server at once) overflows
+    # hypercorn's default queue of 100 unaccepted connections, and each overflowed
+    # client waits a SYN retry (1 s, then 3 s...); uvicorn's default, capped by the
+    # kernel's net.core.somaxconn.
+    config.backlog = LISTEN_BACKLOG
     config.accesslog = None
     config.errorlog = logging.getLogger("hypercorn.error")
     return config

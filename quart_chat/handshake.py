@@ -75,7 +75,7 @@ async def admit(service: ChatService, session: Session) -> None:
     down, only this process's sessions can be counted.
     """
     limit = service.settings.max_connections_per_client
-    local = sum(1 for s in service.sessions if s.client_id == session.client_id)
+    local = service.local_sessions(session.client_id)
     if local < limit:
         reserving = asyncio.ensure_future(
             service.store.reserve(session.id, session.client_id, limit))

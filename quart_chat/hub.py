@@ -9,7 +9,8 @@ delivery to the others.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
+import contextlib
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import TYPE_CHECKING
 
 from . import metrics, protocol
@@ -28,14 +29,17 @@ class Hub:
         #: Reserved channels (names no client may use) whose payloads go to a callback
         #: instead of to sessions: the control path between processes (control.py).
         self.listeners: dict[str, Callable[[bytes], None]] = {}
-        # Serialises broker subscribe/unsubscribe transitions (first join, last leave).
-        self._transition = asyncio.Lock()
+        # Serialises the broker subscribe/unsubscribe transitions (first join, last
+        # leave) of each channel; other channels' go on meanwhile, so a storm of sessions
+        # each joining its own channel waits for one batched SUBSCRIBE, not thousands
+        # in a row. A lock lives while someone holds or waits for it: (lock, users).
+        self._transitions: dict[str, tuple[asyncio.Lock, int]] = {}
 
     async def join(self, session: Session, channel: str) -> None:
         """Add ``session`` to ``channel``; may raise ``Unavailable`` from the broker."""
         members = self.members.get(channel)
         if members is None:
-            async with self._transition:
+            async with self._transition(channel):
                 members = self.members.get(channel)
                 if members is None:
                     await self.broker.subscribe(channel)
@@ -52,7 +56,7 @@ class Hub:
         metrics.unsubscribed(last_local=not members)
         if members:
             return
-        async with self._transition:
+        async with self._transition(channel):
             if self.members.get(channel) is members and not members:
                 del self.members[channel]
                 await self.broker.unsubscribe(channel)
@@ -61,6 +65,20 @@ class Hub:
         """Hand every payload of the reserved ``channel`` to ``callback`` (never awaited)."""
         self.listeners[channel] = callback
         await self.broker.subscribe(channel)
+
+    @contextlib.asynccontextmanager
+    async def _transition(self, channel: str) -> AsyncIterator[None]:
+        lock, users = self._transitions.get(channel) or (asyncio.Lock(), 0)
+        self._transitions[channel] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._transitions[channel]
+            if users == 1:
+                del self._transitions[channel]
+            else:
+                self._transitions[channel] = (lock, users - 1)
 
     def deliver(self, channel: str, payload: bytes) -> None:
         """Broker callback: queue one encoded frame for every local subscriber."""

@@ -37,6 +37,7 @@ from .errors import (
 from .handshake import token_identity
 from .hooks import HookFailed, Hooks
 from .hub import Hub
+from .liveness import Liveness
 from .plugin_settings import unknown_variables
 from .plugins import describe, make_plugin_manager, origin_of
 from .protocol import Message, RequestId, check_channel
@@ -78,6 +79,11 @@ class ChatService:
         self.pm = make_plugin_manager(settings, plugins)
         self.hooks = Hooks(self.pm, settings, functools.partial(Bot, self))
         self.sessions: set[Session] = set()
+        # Live local sessions per client id: the handshake's cap reads it, and scanning
+        # every session per handshake made a reconnect storm quadratic.
+        self._per_client: dict[str, int] = {}
+        #: Closes sessions whose peer fell silent (one sweep for all of them).
+        self.liveness = Liveness(settings)
         self._background: set[asyncio.Task[None]] = set()
         #: Set once shutdown has begun closing sessions.
         self.stopping = False
@@ -473,6 +479,25 @@ class ChatService:
         if op not in actions:
             raise UnknownMethod(f"no control action {op!r}")
         return await actions[op](**args)
+
+    def session_started(self, session: Session) -> None:
+        """List ``session`` as live in this process."""
+        self.sessions.add(session)
+        self._per_client[session.client_id] = self._per_client.get(session.client_id, 0) + 1
+
+    def session_ended(self, session: Session) -> None:
+        """Take ``session`` off the live list (idempotent)."""
+        if session in self.sessions:
+            self.sessions.discard(session)
+            left = self._per_client[session.client_id] - 1
+            if left:
+                self._per_client[session.client_id] = left
+            else:
+                del self._per_client[session.client_id]
+
+    def local_sessions(self, client_id: str) -> int:
+        """How many live sessions ``client_id`` has in this process."""
+        return self._per_client.get(client_id, 0)
 
     def _sessions_of(self, client_id: str) -> list[Session]:
         return [session for session in self.sessions if session.client_id == client_id]

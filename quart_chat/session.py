@@ -50,8 +50,6 @@ MAX_BATCH = 256
 CLOSE_TIMEOUT = 1.0
 #: Frames the send loop may write back to back before it yields to the event loop.
 SEND_BURST = 64
-#: Most event-loop turns a coalescing (``?batch=1``) sender waits for more frames.
-COALESCE_TURNS = 8
 #: Most ``call`` frames one session may have running at once; one more is answered
 #: ``rate_limited``. Each runs in its own task, so this bounds what a client can start.
 MAX_CALLS_IN_FLIGHT = 16
@@ -112,24 +110,14 @@ class Session:
         self.claims: dict[str, Any] | None = None
         #: Channel patterns the token's ``channels`` claim allows; None means no limit.
         self.allowed_channels: tuple[str, ...] | None = None
-        self._last_frame = time.monotonic()
+        #: Monotonic time of the last frame received (read by quart_chat.liveness).
+        self.last_frame = time.monotonic()
         #: Recovery's ordering state; made by the first ``subscribe`` with ``since``.
         self.recovery: Recovery | None = None
         #: Running ``call`` tasks (at most MAX_CALLS_IN_FLIGHT); cancelled when it ends.
         self._calls: set[asyncio.Task[None]] = set()
         #: Closes the session when its token expires (see :meth:`expire_at`).
         self._expiry: asyncio.TimerHandle | None = None
-        self._handlers: dict[type[ClientFrame], Callable[[Any], Awaitable[Any]]] = {
-            Subscribe: self._subscribe,
-            Unsubscribe: self._unsubscribe,
-            Publish: self._publish,
-            Channels: self._channels,
-            Presence: self._presence,
-            History: self._history,
-            Ping: self._ping,
-            Call: self._call,
-            Refresh: self._refresh,
-        }
 
     def __repr__(self) -> str:
         return f"<Session {self.id} client_id={self.client_id!r}>"
@@ -217,7 +205,7 @@ class Session:
             raise
         self.expire_at(expiry(self.claims))
         self.deliver(protocol.encode(self._welcome()))
-        service.sessions.add(self)
+        service.session_started(self)
         metrics.session_opened()
         logs.connected(self)
         self._closing = closing = asyncio.get_running_loop().create_future()
@@ -232,23 +220,17 @@ class Session:
         # granian handle pings and dead peers themselves (see quart_chat.transport).
         activity = transport.activity_of(self._websocket)
         if activity is not None:
-            tasks.append(asyncio.create_task(self._watch_peer(activity),
-                                             name=f"liveness {self.id}"))
+            service.liveness.watch(self, activity)
         try:
-            # Shielded: redis-py (in the store or a plugin) can swallow a cancellation that
-            # lands mid-command, and a client that leaves right now must still end this
-            # session, so this handler only ever awaits a future it owns.
-            opening = asyncio.ensure_future(service.session_opened(self))
-            try:
-                await asyncio.shield(opening)
-            except asyncio.CancelledError:
-                await asyncio.wait([opening], timeout=CLOSE_TIMEOUT)  # record, then forget
-                if opening.done() and not opening.cancelled():
-                    opening.exception()  # retrieved: failures are logged where they happen
-                raise
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
+            await self._opened()
+            # The session ends when either loop ends or close() resolves ``closing``:
+            # a done callback on each loop, not asyncio.wait's waiter and set held for
+            # the whole life of every idle session.
+            for task in tasks[:2]:
+                task.add_done_callback(self._loop_ended)
+            await closing
+            for task in tasks[:2]:
+                if task.done() and not task.cancelled() and task.exception() is not None:
                     log.error("session %s failed", self.id, exc_info=task.exception())
                     self.close(protocol.CLOSE_INTERNAL, "internal error")
         finally:
@@ -257,6 +239,26 @@ class Session:
             # skip the cleanup, or the session stays listed and in the store for good.
             self._cleanup_task = asyncio.ensure_future(self._cleanup(tasks))  # a strong ref
             await asyncio.shield(self._cleanup_task)
+
+    async def _opened(self) -> None:
+        """Run ``session_opened`` (records and hooks) in a task of its own, forgotten
+        once done."""
+        # Shielded: redis-py (in the store or a plugin) can swallow a cancellation that
+        # lands mid-command, and a client that leaves right now must still end this
+        # session, so this handler only ever awaits a future it owns.
+        opening = asyncio.ensure_future(self._service.session_opened(self))
+        try:
+            await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            await asyncio.wait([opening], timeout=CLOSE_TIMEOUT)  # record, then forget
+            if opening.done() and not opening.cancelled():
+                opening.exception()  # retrieved: failures are logged where they happen
+            raise
+
+    def _loop_ended(self, task: asyncio.Future[Any]) -> None:
+        closing = self._closing
+        if closing is not None and not closing.done():
+            closing.set_result(None)
 
     async def _cleanup(self, tasks: list[asyncio.Future[Any]]) -> None:
         calls = list(self._calls)  # nobody is left to read their answers
@@ -270,7 +272,8 @@ class Session:
     async def _finish(self) -> None:
         """Leave every channel, clean the store, send the close frame, run hooks."""
         service = self._service
-        service.sessions.discard(self)
+        service.session_ended(self)
+        service.liveness.forget(self)
         await service.session_leaving(self)
         if self.close_code is None:
             self.close_code, self.close_reason = 1000, "client closed"
@@ -317,15 +320,10 @@ class Session:
             if not self._outbox:
                 self._wakeup = wakeup = loop.create_future()
                 await wakeup
-                if batch:
-                    # Let the hub queue whatever else the broker has already read, so
-                    # one WebSocket frame carries it all: yield while the outbox keeps
-                    # growing (a few turns at most). At light load that is one turn.
-                    for _ in range(COALESCE_TURNS):
-                        waiting = len(self._outbox)
-                        await asyncio.sleep(0)
-                        if len(self._outbox) == waiting:
-                            break
+            # Coalescing (``?batch=1``) takes what is queued now and never waits for
+            # more: by the time this loop runs, the hub has queued everything the broker
+            # read in one go, so under load a frame carries a whole read, and at light
+            # load nothing waits an extra turn of the loop.
             frames, self._outbox = self._outbox, []
             # A frame leaves the count as its write begins: a peer that stops reading
             # holds that one write, and the count bounds everything queued behind it.
@@ -377,7 +375,7 @@ class Session:
                 return
             if self.close_code is not None:
                 return  # closing: do not act on (or answer) anything more
-            self._last_frame = time.monotonic()
+            self.last_frame = time.monotonic()
             if not frames.take():
                 self._fail(None, RateLimited(
                     f"more than {self._settings.frame_rate:g} frames per second"))
@@ -390,7 +388,7 @@ class Session:
                 continue
             metrics.frame_in(frame)
             try:
-                fields = await self._handlers[type(frame)](frame)
+                fields = await _HANDLERS[type(frame)](self, frame)
                 if fields is _DEFERRED:
                     continue
             except ChatError as exc:
@@ -481,30 +479,19 @@ class Session:
     async def _refresh(self, frame: Refresh) -> None:
         await self._service.refresh(self, frame.token)
 
-    # -- dead peers ----------------------------------------------------------------------
 
-    async def _watch_peer(self, activity: transport.Activity) -> None:
-        """Close a peer that sent nothing (no frame, no pong) for ping interval + timeout.
-
-        hypercorn pings when configured with ``websocket_ping_interval`` (``quart-chat
-        serve`` does); under a hypercorn run without it, this loop sends the pings.
-        """
-        settings = self._settings
-        allowed = settings.ping_interval + settings.ping_timeout
-        step = max(0.05, min(1.0, settings.ping_timeout / 4))
-        next_ping = time.monotonic() + settings.ping_interval
-        while True:
-            await asyncio.sleep(step)
-            now = time.monotonic()
-            if not activity.hypercorn_pings and now >= next_ping:
-                next_ping = now + settings.ping_interval
-                with contextlib.suppress(Exception):  # a closing socket: the loop ends soon
-                    await asyncio.wait_for(activity.ping(), CLOSE_TIMEOUT)
-            silent = now - max(self._last_frame, activity.last)
-            if silent > allowed:
-                log.info("session %s: no pong or frame for %.1fs; closing", self.id, silent)
-                self.close(protocol.CLOSE_DEAD_PEER, "no pong: peer presumed dead")
-                return
+#: Each frame type's handler: one table for every session, not a dict of bound methods each.
+_HANDLERS: dict[type[ClientFrame], Callable[[Session, Any], Awaitable[Any]]] = {
+    Subscribe: Session._subscribe,
+    Unsubscribe: Session._unsubscribe,
+    Publish: Session._publish,
+    Channels: Session._channels,
+    Presence: Session._presence,
+    History: Session._history,
+    Ping: Session._ping,
+    Call: Session._call,
+    Refresh: Session._refresh,
+}
 
 
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:

@@ -188,8 +188,8 @@ class _Guard:
         self.fragments = 0
         #: (code, reason) the app is told on disconnect; None: hypercorn's own.
         self.reason: tuple[int, str] | None = None
-        #: Set when the app has finished: nothing reads its queue any more.
-        self.app_gone = asyncio.Event()
+        #: True once the app has finished: nothing reads its queue any more.
+        self.app_gone = False
         self.queue: asyncio.Queue[Any] | None = None
 
 
@@ -351,7 +351,7 @@ def _patch_hypercorn() -> bool:
 async def _put_unless_gone(put: Callable[[Any], Awaitable[None]], guard: _Guard,
                            message: Any) -> None:
     """hypercorn's put into the app's queue, a no-op once the app has finished."""
-    if not guard.app_gone.is_set():
+    if not guard.app_gone:
         await put(message)
 
 
@@ -360,7 +360,7 @@ def _app_gone(stream: Any) -> None:
     guard: _Guard | None = stream.__dict__.get("_quart_chat_guard")
     if guard is None:
         return
-    guard.app_gone.set()
+    guard.app_gone = True
     if guard.queue is not None:
         while not guard.queue.empty():
             guard.queue.get_nowait()

@@ -93,6 +93,8 @@ class NodeHeartbeat:
         #: Live sessions this node could not list (Redis unreachable as they opened):
         #: listed on the next beat, so a reaper can find them if this process dies.
         self._unlisted: dict[str, str] = {}
+        #: The beat that registers this node, shared by the sessions that wait for it.
+        self._registering: asyncio.Future[None] | None = None
 
     def node_key(self, node_id: str) -> str:
         return self._node_prefix + node_id
@@ -124,7 +126,8 @@ class NodeHeartbeat:
     @hookimpl
     async def client_connected(self, session: Session) -> None:
         try:
-            await self._redis.hset(self.node_key(self.node_id), session.id, session.client_id)
+            await self._store.batch.run(
+                ("HSET", self.node_key(self.node_id), session.id, session.client_id))
         except REDIS_DOWN:
             if not session.finished.is_set():
                 self._unlisted[session.id] = session.client_id
@@ -132,7 +135,7 @@ class NodeHeartbeat:
             self._ended[session.id] = session.client_id
         with contextlib.suppress(*REDIS_DOWN):  # else the next beat registers the node
             if not self._registered:
-                await self.beat()
+                await self._first_beat()
 
     @hookimpl
     async def client_disconnected(self, session: Session | LostSession) -> None:
@@ -143,9 +146,16 @@ class NodeHeartbeat:
             self._ended[session.id] = session.client_id
             return
         with contextlib.suppress(*REDIS_DOWN):
-            await self._redis.hdel(self.node_key(self.node_id), session.id)
+            await self._store.batch.run(("HDEL", self.node_key(self.node_id), session.id))
 
     # -- the heartbeat ----------------------------------------------------------------
+
+    async def _first_beat(self) -> None:
+        """Register the node as its first sessions open: one beat, however many sessions
+        open at once (a reconnect storm), shared by all of them."""
+        if self._registering is None or self._registering.done():
+            self._registering = asyncio.ensure_future(self.beat())
+        await asyncio.shield(self._registering)
 
     async def _forever(self) -> None:
         while True:

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Collection
-from typing import Any, TypeVar
+from collections.abc import Collection
+from typing import Any
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -44,7 +45,9 @@ from .redis_support import (
     CONNECT_TIMEOUT,
     REDIS_DOWN,
     SUBSCRIBE_TIMEOUT,
+    Command,
     Confirmations,
+    Pipeliner,
     PubSubStalled,
     bounded_publish,
     redact,
@@ -53,9 +56,10 @@ from .redis_support import (
 
 log = logging.getLogger("quart_chat.redis")
 
-T = TypeVar("T")
-
 COMMAND_POOL_SIZE = 16
+#: Batched pipelines in flight at once: half the pool, so the node heartbeat, health
+#: checks and probes always find a connection.
+PIPELINES_IN_FLIGHT = COMMAND_POOL_SIZE // 2
 #: The longest wait between two attempts to restore the pub/sub connection.
 BACKOFF_MAX = 5.0
 
@@ -63,9 +67,10 @@ BACKOFF_MAX = 5.0
 def open(url: str, settings: Settings, node_id: str) -> Backend:
     """The broker, store and node heartbeat for one Redis."""
     commands = command_client(url, f"{settings.key_prefix}:{node_id}:commands")
+    store = RedisStore(commands, prefix=settings.key_prefix)
     broker = RedisBroker(url, prefix=settings.key_prefix, node_id=node_id, client=commands,
-                         probe_interval=settings.redis_probe_interval)
-    return shared(broker, RedisStore(commands, prefix=settings.key_prefix))
+                         batch=store.batch, probe_interval=settings.redis_probe_interval)
+    return shared(broker, store)
 
 
 def shared(broker: Broker, store: RedisStore) -> Backend:
@@ -111,10 +116,12 @@ class RedisBroker:
         prefix: str,
         node_id: str,
         client: aioredis.Redis,
+        batch: Pipeliner | None = None,
         probe_interval: float = 1.0,
     ) -> None:
         self._url = url
         self._redis = client
+        self._batch = batch or Pipeliner(client, max_in_flight=PIPELINES_IN_FLIGHT)
         self._prefix = f"{prefix}:ch:".encode()
         self._control_prefix = f"{prefix}:ctl:".encode()
         self._probe_channel = f"{prefix}:probe:{node_id}".encode()
@@ -123,6 +130,9 @@ class RedisBroker:
         self._stale_after = max(3 * probe_interval, 1.0)
         self._channels: set[str] = set()
         self._pending = Confirmations()
+        #: (channel, wire) waiting for the next SUBSCRIBE (one command carries them all).
+        self._to_subscribe: list[tuple[str, bytes]] = []
+        self._subscribing: set[asyncio.Task[None]] = set()
         self._pubsub: Any = None
         self._connected = asyncio.Event()
         self._last_probe = 0.0
@@ -164,8 +174,8 @@ class RedisBroker:
         wire = self._wire(channel)
         with self._pending.expect(wire) as confirmed:
             self._channels.add(channel)
+            self._queue_subscribe(channel, wire)
             try:
-                await self._pubsub.subscribe(wire)
                 await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT)
             except asyncio.CancelledError:
                 self._channels.discard(channel)
@@ -173,6 +183,32 @@ class RedisBroker:
             except (*REDIS_DOWN, PubSubStalled) as exc:
                 self._channels.discard(channel)
                 raise Unavailable("the message broker is unreachable; retry shortly") from exc
+
+    def _queue_subscribe(self, channel: str, wire: bytes) -> None:
+        """Send ``wire`` in the next SUBSCRIBE: the sessions that subscribe in one turn
+        of the event loop (a reconnect storm) share one command."""
+        if not self._to_subscribe:
+            asyncio.get_running_loop().call_soon(self._send_subscribe,
+                                                 context=contextvars.Context())
+        self._to_subscribe.append((channel, wire))
+
+    def _send_subscribe(self) -> None:
+        queued, self._to_subscribe = self._to_subscribe, []
+        pubsub = self._pubsub
+        if pubsub is None:  # lost meanwhile: the listener fails the waiting subscribers
+            return
+        # Not the wires whose subscribers gave up meanwhile (their channel is forgotten).
+        wires = [wire for channel, wire in queued if channel in self._channels]
+        if not wires:
+            return
+        task = asyncio.get_running_loop().create_task(pubsub.subscribe(*wires))
+        self._subscribing.add(task)
+        task.add_done_callback(functools.partial(self._subscribe_sent, wires))
+
+    def _subscribe_sent(self, wires: list[bytes], task: asyncio.Task[None]) -> None:
+        self._subscribing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self._pending.fail(wires, task.exception() or PubSubStalled("SUBSCRIBE failed"))
 
     async def unsubscribe(self, channel: str) -> None:
         self._channels.discard(channel)
@@ -185,7 +221,7 @@ class RedisBroker:
     async def publish(self, channel: str, payload: bytes) -> int:
         if not self._connected.is_set():  # known down: answer now, not after a timeout
             raise Unavailable("the message broker is unreachable; retry shortly")
-        return await bounded_publish(self._redis.publish(self._wire(channel), payload))
+        return await bounded_publish(self._batch.one("PUBLISH", self._wire(channel), payload))
 
     def _wire(self, channel: str) -> bytes:
         """``P:ch:<channel>``, or ``P:ctl:<channel>`` for a reserved one."""
@@ -339,11 +375,13 @@ class RedisStore:
     failures: tuple[type[BaseException], ...] = REDIS_DOWN
     unreachable = "the subscription store (Redis) is unreachable"
 
-    def __init__(self, client: aioredis.Redis, *, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis, *, prefix: str,
+                 batch: Pipeliner | None = None) -> None:
         #: The command client, shared with the node heartbeat.
         self.client = client
+        #: Batches the commands of every session (shared with the broker's publishes).
+        self.batch = batch or Pipeliner(client, max_in_flight=PIPELINES_IN_FLIGHT)
         self._prefix = prefix
-        self._reserve = client.register_script(RESERVE)
 
     def session_key(self, session_id: str, client_id: str) -> str:
         return f"{self._prefix}:session:{session_id}"
@@ -355,19 +393,15 @@ class RedisStore:
         return f"{self._prefix}:presence:{channel}"
 
     async def connect(self, session_id: str, client_id: str) -> None:
-        await self._run(self.client.sadd(self.client_key(client_id), session_id))
+        await self._run(("SADD", self.client_key(client_id), session_id))
 
     async def join(self, session_id: str, client_id: str, channel: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.sadd(self.session_key(session_id, client_id), channel)
-        pipe.hset(self.presence_key(channel), session_id, client_id)
-        await self._run(pipe.execute())
+        await self._run(("SADD", self.session_key(session_id, client_id), channel),
+                        ("HSET", self.presence_key(channel), session_id, client_id))
 
     async def leave(self, session_id: str, client_id: str, channel: str) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.srem(self.session_key(session_id, client_id), channel)
-        pipe.hdel(self.presence_key(channel), session_id)
-        await self._run(pipe.execute())
+        await self._run(("SREM", self.session_key(session_id, client_id), channel),
+                        ("HDEL", self.presence_key(channel), session_id))
 
     async def disconnect(self, session_id: str, client_id: str, channels: Collection[str]) -> None:
         await self.disconnect_many([(session_id, client_id, channels)])
@@ -382,39 +416,39 @@ class RedisStore:
         """
         if not sessions:
             return {}
-        reads = self.client.pipeline(transaction=False)
-        for session_id, client_id, _ in sessions:
-            reads.smembers(self.session_key(session_id, client_id))
-        recorded = await self._run(reads.execute())
+        recorded = await self._run(*(("SMEMBERS", self.session_key(session_id, client_id))
+                                     for session_id, client_id, _ in sessions))
         found: dict[str, set[str]] = {}
-        pipe = self.client.pipeline(transaction=False)
+        removals: list[Command] = []
         for (session_id, client_id, channels), members in zip(sessions, recorded, strict=True):
             found[session_id] = {text(c) for c in members}
             for channel in {*channels, *found[session_id]}:
-                pipe.hdel(self.presence_key(channel), session_id)
-            pipe.delete(self.session_key(session_id, client_id))
-            pipe.srem(self.client_key(client_id), session_id)
-        await self._run(pipe.execute())
+                removals.append(("HDEL", self.presence_key(channel), session_id))
+            removals.append(("DEL", self.session_key(session_id, client_id)))
+            removals.append(("SREM", self.client_key(client_id), session_id))
+        await self._run(*removals)
         return found
 
     async def presence(self, channel: str) -> list[str]:
-        members = await self._run(self.client.hvals(self.presence_key(channel)))
+        (members,) = await self._run(("HVALS", self.presence_key(channel)))
         return sorted({text(m) for m in members})
 
     async def reserve(self, session_id: str, client_id: str, limit: int) -> bool:
-        # One script, so the count and the add are one step for every process.
-        added = await self._run(self._reserve(keys=[self.client_key(client_id)],
-                                              args=[session_id, limit]))
+        # One script, so the count and the add are one step for every process. EVAL
+        # rather than EVALSHA: batched in a pipeline, it never meets NOSCRIPT.
+        (added,) = await self._run(("EVAL", RESERVE, 1, self.client_key(client_id),
+                                    session_id, limit))
         return bool(added)
 
     async def claim(self, key: str, ttl: float) -> bool:
         # One key, so on a cluster redis-py sends it to the key's slot like any other.
-        claimed = await self._run(self.client.set(f"{self._prefix}:claim:{key}", b"1",
-                                                  nx=True, px=max(1, int(ttl * 1000))))
+        (claimed,) = await self._run(("SET", f"{self._prefix}:claim:{key}", b"1", "NX", "PX",
+                                      max(1, int(ttl * 1000))))
         return bool(claimed)
 
-    async def _run(self, awaitable: Awaitable[T]) -> T:
+    async def _run(self, *commands: Command) -> list[Any]:
+        """Send ``commands`` in the next batched pipeline (see :class:`.Pipeliner`)."""
         try:
-            return await awaitable
+            return await self.batch.run(*commands)
         except self.failures as exc:
             raise Unavailable(self.unreachable) from exc

@@ -30,6 +30,7 @@ from .redis_support import (
     CONNECT_TIMEOUT,
     REDIS_DOWN,
     Addr,
+    Pipeliner,
     parse_hosts,
     redact,
     split_credentials,
@@ -78,8 +79,9 @@ class SentinelBroker(RedisBroker):
     name = "redis-sentinel"
 
     def __init__(self, target: SentinelTarget, sentinel: Sentinel, *, url: str, prefix: str,
-                 node_id: str, client: aioredis.Redis, probe_interval: float = 1.0) -> None:
-        super().__init__(url, prefix=prefix, node_id=node_id, client=client,
+                 node_id: str, client: aioredis.Redis, batch: Pipeliner | None = None,
+                 probe_interval: float = 1.0) -> None:
+        super().__init__(url, prefix=prefix, node_id=node_id, client=client, batch=batch,
                          probe_interval=probe_interval)
         self._target = target
         self._sentinel = sentinel
@@ -146,10 +148,11 @@ def open(url: str, settings: Settings, node_id: str) -> Backend:
     target = parse_sentinel_url(url)
     sentinel = _sentinel(target)
     commands = _primary_client(target, sentinel, f"{settings.key_prefix}:{node_id}:commands")
+    store = RedisStore(commands, prefix=settings.key_prefix)
     broker = SentinelBroker(target, sentinel, url=url, prefix=settings.key_prefix,
-                            node_id=node_id, client=commands,
+                            node_id=node_id, client=commands, batch=store.batch,
                             probe_interval=settings.redis_probe_interval)
-    return shared(broker, RedisStore(commands, prefix=settings.key_prefix))
+    return shared(broker, store)
 
 
 def client(url: str, client_name: str) -> aioredis.Redis:

@@ -72,8 +72,7 @@ class ServerThread(LoopbackAddress):
         config.bind = [self.settings.bind]
         config.graceful_timeout = 1.0
         config.websocket_max_message_size = self.settings.max_frame_bytes * 4
-        # Pings make live clients answer (pongs); quiet dead peers are closed (4001).
-        config.websocket_ping_interval = self.settings.ping_interval
+        # No websocket_ping_interval: quart_chat.liveness pings, as under ``serve``.
         config.accesslog = None
         config.errorlog = None
         loop = asyncio.new_event_loop()
