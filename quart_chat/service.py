@@ -166,12 +166,18 @@ class ChatService:
             log.warning("session %s: store unreachable; its connection slot stays taken "
                         "until the client id's record is cleaned", session.id)
 
-    async def session_opened(self, session: Session) -> None:
-        """Record the session in the store and run ``client_connected``."""
+    async def record_session(self, session: Session) -> None:
+        """Record the session in the store and list it under this process (for a
+        reaper, should the process die)."""
         try:
             await self.store.connect(session.id, session.client_id)
         except Unavailable:
             log.warning("session %s: store unreachable at connect", session.id)
+        if self.heartbeat is not None:
+            await self.heartbeat.list_session(session)
+
+    async def session_opened(self, session: Session) -> None:
+        """Run ``client_connected``."""
         await self.hooks.client_connected(session)
 
     async def session_leaving(self, session: Session) -> None:

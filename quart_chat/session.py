@@ -212,24 +212,28 @@ class Session:
         if self.close_code is not None:
             closing.set_result(None)
         tasks: list[asyncio.Future[Any]] = [
-            asyncio.create_task(self._send_loop(), name=f"send {self.id}"),
-            asyncio.create_task(self._receive_loop(), name=f"receive {self.id}"),
-            closing,
-        ]
+            asyncio.create_task(self._send_loop(), name=f"send {self.id}"), closing]
         # Only hypercorn's stream tells us when the peer last sent anything; uvicorn and
         # granian handle pings and dead peers themselves (see quart_chat.transport).
         activity = transport.activity_of(self._websocket)
         if activity is not None:
             service.liveness.watch(self, activity)
+        loops = tasks[:1]
         try:
-            await self._opened()
+            # Frames are read only once the session's records are written and listed
+            # under this process: a subscribe acted on before that would leave presence
+            # that no reaper finds if the process dies now.
+            await self._own(service.record_session(self))
+            loops.append(asyncio.create_task(self._receive_loop(), name=f"receive {self.id}"))
+            tasks.append(loops[1])
             # The session ends when either loop ends or close() resolves ``closing``:
             # a done callback on each loop, not asyncio.wait's waiter and set held for
             # the whole life of every idle session.
-            for task in tasks[:2]:
+            for task in loops:
                 task.add_done_callback(self._loop_ended)
+            await self._own(service.session_opened(self))
             await closing
-            for task in tasks[:2]:
+            for task in loops:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     log.error("session %s failed", self.id, exc_info=task.exception())
                     self.close(protocol.CLOSE_INTERNAL, "internal error")
@@ -240,13 +244,14 @@ class Session:
             self._cleanup_task = asyncio.ensure_future(self._cleanup(tasks))  # a strong ref
             await asyncio.shield(self._cleanup_task)
 
-    async def _opened(self) -> None:
-        """Run ``session_opened`` (records and hooks) in a task of its own, forgotten
-        once done."""
+    @staticmethod
+    async def _own(step: Awaitable[None]) -> None:
+        """Run an opening step (records, hooks) in a task of its own, forgotten once
+        done."""
         # Shielded: redis-py (in the store or a plugin) can swallow a cancellation that
         # lands mid-command, and a client that leaves right now must still end this
         # session, so this handler only ever awaits a future it owns.
-        opening = asyncio.ensure_future(self._service.session_opened(self))
+        opening = asyncio.ensure_future(step)
         try:
             await asyncio.shield(opening)
         except asyncio.CancelledError:

@@ -106,6 +106,23 @@ def test_leftovers_of_a_lone_dead_process_are_cleaned_by_the_next_one_to_start(
     wait_until(lambda: keys(redis_server) == [], 5, "no records left")
 
 
+def test_a_session_is_listed_under_its_node_before_its_first_frame_is_acted_on(
+        redis_server):
+    """Whatever a frame writes (presence, here) is findable by a reaper from the moment
+    it is acknowledged: the session is listed and its node registered. Before, the first
+    session of a process could have its subscribe answered while the node's registering
+    beat was still in flight, and a SIGKILL then left presence no process reaped."""
+    for n in range(8):  # the window was a round trip or two wide: try it often
+        settings = Settings(key_prefix=f"listed{n}", node_ttl=30.0)
+        with ServerThread(settings.replace(redis_url=redis_server.url)) as server, \
+                contextlib.closing(Client(server.ws_url, "first")) as client:
+            client.ok("subscribe", channel="room")
+            node_id, session = server.service.node_id, client.welcome["session"]
+            assert redis_server.cli("ZSCORE", f"listed{n}:nodes", node_id).strip()
+            assert redis_server.cli("HGET", f"listed{n}:node:{node_id}", session).strip() \
+                == "first"
+
+
 def test_records_a_session_could_not_remove_are_swept_once_redis_is_back(redis_server):
     """A client leaves while Redis is cut off: its session cannot remove its records, so
     it stays in the node's list, and a heartbeat after Redis is back removes them."""

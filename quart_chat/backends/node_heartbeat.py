@@ -123,8 +123,9 @@ class NodeHeartbeat:
             pipe.delete(self.node_key(self.node_id))
             await pipe.execute()
 
-    @hookimpl
-    async def client_connected(self, session: Session) -> None:
+    async def list_session(self, session: Session) -> None:
+        """List a new session under this node (and register the node with its first
+        sessions); if Redis is unreachable, the next beat lists it."""
         try:
             await self._store.batch.run(
                 ("HSET", self.node_key(self.node_id), session.id, session.client_id))
