@@ -95,6 +95,8 @@ class NodeHeartbeat:
         self._unlisted: dict[str, str] = {}
         #: The beat that registers this node, shared by the sessions that wait for it.
         self._registering: asyncio.Future[None] | None = None
+        #: The latest round of the heartbeat loop (shutdown waits for it to finish).
+        self._round: asyncio.Future[None] | None = None
 
     def node_key(self, node_id: str) -> str:
         return self._node_prefix + node_id
@@ -114,6 +116,11 @@ class NodeHeartbeat:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        # A beat cut off mid-pipeline may still reach Redis after the cleanup below (it
+        # goes over another connection) and list this node again: let it finish first.
+        pending = [beat for beat in (self._round, self._registering) if beat is not None]
+        if pending:
+            await asyncio.wait(pending)
         with contextlib.suppress(*REDIS_DOWN, ChatError):
             await self.sweep()
             # Only once swept: while the list stands, a survivor (or the next process to
@@ -161,20 +168,24 @@ class NodeHeartbeat:
     async def _forever(self) -> None:
         while True:
             await asyncio.sleep(self.interval)
-            try:
-                await self.beat()
-                if self._ended:
-                    await self.sweep()
-                await self.reap()
-                self._down_logged = False
-            except asyncio.CancelledError:
-                raise
-            except REDIS_DOWN as exc:
-                if not self._down_logged:
-                    log.warning("node heartbeat: Redis unreachable (%s)", type(exc).__name__)
-                    self._down_logged = True
-            except Exception:
-                log.exception("node heartbeat failed")
+            # Shielded: shutdown cancels the loop, never a round halfway through.
+            self._round = asyncio.ensure_future(self._beat_round())
+            await asyncio.shield(self._round)
+
+    async def _beat_round(self) -> None:
+        """Beat, sweep what this node's ended sessions left, reap dead nodes."""
+        try:
+            await self.beat()
+            if self._ended:
+                await self.sweep()
+            await self.reap()
+            self._down_logged = False
+        except REDIS_DOWN as exc:
+            if not self._down_logged:
+                log.warning("node heartbeat: Redis unreachable (%s)", type(exc).__name__)
+                self._down_logged = True
+        except Exception:
+            log.exception("node heartbeat failed")
 
     async def _now(self) -> float:
         seconds, micros = await self._redis.time()
