@@ -19,6 +19,33 @@ from .backends.base import Broker
 if TYPE_CHECKING:
     from .session import Session
 
+#: Seconds a coalescing sender under load waits for more messages before it writes.
+COALESCE_WINDOW = 0.01
+
+
+class Tick:
+    """One timer shared by every coalescing (``?batch=1``) sender under load: each waits
+    for the same next tick, so a frame gathers what arrived meanwhile, at the cost of one
+    timer per tick for the whole process, not one per socket."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._next: asyncio.Future[None] | None = None
+
+    def next(self) -> asyncio.Future[None]:
+        """The next tick (await it shielded: it is shared)."""
+        tick = self._next
+        if tick is None or tick.done():
+            loop = asyncio.get_running_loop()
+            self._next = tick = loop.create_future()
+            loop.call_later(self.seconds, _fire, tick)
+        return tick
+
+
+def _fire(tick: asyncio.Future[None]) -> None:
+    if not tick.done():
+        tick.set_result(None)
+
 
 class Hub:
     """Local membership of channels for one server process."""
@@ -34,6 +61,8 @@ class Hub:
         # each joining its own channel waits for one batched SUBSCRIBE, not thousands
         # in a row. A lock lives while someone holds or waits for it: (lock, users).
         self._transitions: dict[str, tuple[asyncio.Lock, int]] = {}
+        #: What coalescing senders under load wait for (see Session._send_loop).
+        self.tick = Tick(COALESCE_WINDOW)
 
     async def join(self, session: Session, channel: str) -> None:
         """Add ``session`` to ``channel``; may raise ``Unavailable`` from the broker."""

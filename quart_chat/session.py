@@ -50,6 +50,9 @@ MAX_BATCH = 256
 CLOSE_TIMEOUT = 1.0
 #: Frames the send loop may write back to back before it yields to the event loop.
 SEND_BURST = 64
+#: Frames one write of a coalescing sender must carry for it to count as under load
+#: (two can be a chance burst at light load).
+LOADED_FRAMES = 3
 #: Most ``call`` frames one session may have running at once; one more is answered
 #: ``rate_limited``. Each runs in its own task, so this bounds what a client can start.
 MAX_CALLS_IN_FLIGHT = 16
@@ -321,15 +324,19 @@ class Session:
         send = transport.text_sender(self._websocket) or self._websocket.send
         loop = asyncio.get_running_loop()
         batch = self.batch
+        tick = self._service.hub.tick
+        loaded = False
         while True:
             if not self._outbox:
                 self._wakeup = wakeup = loop.create_future()
                 await wakeup
-            # Coalescing (``?batch=1``) takes what is queued now and never waits for
-            # more: by the time this loop runs, the hub has queued everything the broker
-            # read in one go, so under load a frame carries a whole read, and at light
-            # load nothing waits an extra turn of the loop.
+            if loaded:
+                # Coalescing (``?batch=1``) under load: the last frame carried several
+                # messages, so messages already wait here; gather until the process's
+                # next tick, and a frame carries many. At light load nothing waits.
+                await asyncio.shield(tick.next())
             frames, self._outbox = self._outbox, []
+            loaded = batch and len(frames) >= LOADED_FRAMES
             # A frame leaves the count as its write begins: a peer that stops reading
             # holds that one write, and the count bounds everything queued behind it.
             if batch:
