@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 import pytest
@@ -167,32 +166,6 @@ def test_batch_clients_may_receive_several_documents_per_frame(server):
             writer.reply(n)
         assert [m["text"] for m in reader.messages(30)] == [str(n) for n in range(30)]
         assert reader.welcome["batch"] is True
-    finally:
-        reader.close()
-        writer.close()
-
-
-def test_a_coalescing_client_under_load_gets_many_messages_per_frame(server):
-    """A writer pipelining 300 publishes: a ``?batch=1`` reader gets every one, in order,
-    in fewer frames than messages (once a frame carries several, its sender gathers until
-    the process's next tick)."""
-    reader = Client(server.ws_url, "reader", batch="1")
-    writer = Client(server.ws_url, "writer")
-    try:
-        reader.ok("subscribe", channel="room")
-        writer.ok("subscribe", channel="room")
-        for n in range(300):
-            writer.send({"type": "publish", "channel": "room", "text": str(n), "id": n})
-        texts, frames = [], 0
-        while len(texts) < 300:
-            data = reader.ws.recv()
-            frames += 1
-            texts += [d["text"] for line in str(data).split("\n")
-                      if (d := json.loads(line))["type"] == "message"]
-        assert texts == [str(n) for n in range(300)]
-        assert frames < 300, "no frame carried more than one message"
-        for n in range(300):
-            writer.reply(n)
     finally:
         reader.close()
         writer.close()
