@@ -171,6 +171,31 @@ def test_batch_clients_may_receive_several_documents_per_frame(server):
         writer.close()
 
 
+def test_a_loaded_coalescing_sender_gathers_until_the_next_tick(server):
+    """Once a ``?batch=1`` write carried several messages, the next write waits for the
+    process's tick: two messages 2 ms apart then leave in one frame (at light load the
+    first would have been written alone at once)."""
+    reader = Client(server.ws_url, "reader", batch="1")
+    try:
+        session = next(s for s in server.service.sessions if s.client_id == "reader")
+
+        def note(n: int) -> str:
+            return f'{{"type":"note","n":{n}}}'
+
+        async def bursts() -> None:
+            for n in range(3):  # queued in one turn: one write of three, now loaded
+                session.deliver(note(n))
+            await asyncio.sleep(0.05)
+            session.deliver(note(3))
+            asyncio.get_running_loop().call_later(0.002, session.deliver, note(4))
+
+        server.call(bursts())
+        frames = [str(reader.ws.recv()).split("\n") for _ in range(2)]
+        assert frames == [[note(0), note(1), note(2)], [note(3), note(4)]]
+    finally:
+        reader.close()
+
+
 def test_coalescing_senders_share_one_timer_per_tick():
     """Every sender under load waits for the same tick: one timer for the process."""
     async def scenario() -> None:
