@@ -32,6 +32,15 @@ def wait_until(check: Callable[[], T], timeout: float, what: str = "condition",
         time.sleep(interval)
 
 
+def settled(read: Callable[[], T], timeout: float, interval: float = 0.05) -> T:
+    """``read()`` once it is empty, or its last value after ``timeout``: for waiting on
+    something to drain and then asserting on what is left, by name."""
+    deadline = time.monotonic() + timeout
+    while (value := read()) and time.monotonic() < deadline:
+        time.sleep(interval)
+    return value
+
+
 def token(sub: str = "alice", secret: str = SECRET, algorithm: str = "HS256",
           **claims: Any) -> str:
     payload = {"sub": sub, "exp": int(time.time()) + 600, **claims}

@@ -15,7 +15,7 @@ import pytest
 from quart_chat.config import Settings
 from quart_chat.testing import ServerProcess, ServerThread, TcpProxy
 
-from .helpers import wait_until
+from .helpers import settled, wait_until
 from .wsclient import Client
 
 pytestmark = pytest.mark.redis
@@ -37,9 +37,7 @@ def keys(redis_server, pattern: str = "quart-chat:*") -> list[str]:
 
 def assert_no_records(redis_server, pattern: str = "quart-chat:*") -> None:
     """Every record is gone within a few seconds; else fail naming what is left."""
-    with contextlib.suppress(AssertionError):
-        wait_until(lambda: keys(redis_server, pattern) == [], 5)
-    assert keys(redis_server, pattern) == []
+    assert settled(lambda: keys(redis_server, pattern), 5) == []
 
 
 def read_events(path: Path) -> list[dict]:

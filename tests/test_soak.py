@@ -18,7 +18,7 @@ import websockets
 
 from quart_chat.testing import ServerProcess
 
-from .helpers import health, rss_kib, wait_until
+from .helpers import health, rss_kib, settled, wait_until
 
 ROOT = Path(__file__).parent.parent
 WARM_UP = 2000
@@ -92,9 +92,7 @@ def test_ten_thousand_cycles_leave_rss_and_tasks_at_baseline(broker, redis_serve
             def records() -> list[str]:
                 return redis_server.cli("--scan", "--pattern", "quart-chat:*").split()
 
-            deadline = time.monotonic() + 10  # the node entry goes at its next beat
-            while (leftover := records()) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            leftover = settled(records, 10)  # the node entry goes at its next beat
         print(f"\nsoak ({broker}): {ran} cycles in {elapsed:.1f}s after {WARM_UP} warm-up; "
               f"server tasks {idle['tasks']} -> {after['tasks']}; server RSS growth "
               f"{growth} KiB ({growth * 1024 // max(ran, 1)} bytes/cycle); "
