@@ -159,6 +159,28 @@ def test_a_stalled_redis_is_detected_by_the_probe_and_the_connection_rebuilt(own
             own_redis.resume()
 
 
+@pytest.mark.parametrize("broker", ["redis", "cluster"])
+def test_a_paused_process_is_not_mistaken_for_a_lost_connection(server, broker):
+    """A process that stops running for a while (a long garbage collection, a starved
+    CPU) sends no probe meanwhile, so it finds none missing: no reconnect, no gap, and
+    a subscribe right after the pause is answered. Two seconds is ten probe intervals."""
+    alice, bob = Collector(server.ws_url, "alice"), Collector(server.ws_url, "bob")
+    try:
+        alice.ok("subscribe", channel="alpha")
+        bob.ok("ping")
+        server._loop.call_soon_threadsafe(time.sleep, 2.0)
+        time.sleep(0.1)
+        bob.ok("subscribe", channel="beta")  # waits for the pause, then is answered
+        alice.ok("publish", channel="alpha", text="after the pause")
+        wait_until(lambda: alice.of("message", text="after the pause"), 5, "delivery")
+        health = server.call(server.service.broker.health())
+        assert health["pubsub"] and health["reconnects"] == 0, health
+        assert alice.of("gap") == bob.of("gap") == []
+    finally:
+        alice.close()
+        bob.close()
+
+
 @pytest.mark.parametrize("fault", ["stall", "cut"])
 def test_a_black_holed_or_cut_network_is_detected_and_healed(own_redis, fault):
     """Through a TCP proxy: silence (no FIN, no RST) or a dropped link, then healing."""

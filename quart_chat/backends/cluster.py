@@ -54,7 +54,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -82,6 +81,7 @@ from .redis_support import (
     SUBSCRIBE_TIMEOUT,
     Addr,
     Confirmations,
+    ProbeCount,
     PubSubStalled,
     bounded_publish,
     parse_hosts,
@@ -652,22 +652,21 @@ class _ShardLink:
             )
 
     async def _read(self, conn: Connection) -> None:
-        interval, stale = self.broker.probe_interval, self.broker.stale_after
-        last = time.monotonic()
+        interval = self.broker.probe_interval
+        probes = ProbeCount(interval, self.broker.stale_after)
         while True:
             try:
                 reply = await conn.read_response(timeout=interval)
             except ResponseError as exc:
-                last = time.monotonic()
+                probes.answered()
                 self._refused(exc)
                 continue
-            now = time.monotonic()
             if reply is None:
-                if now - last > stale:
-                    raise PubSubStalled(f"no reply from {_show(self.addr)} for {stale:.1f}s")
+                probes.check(f" by {_show(self.addr)}")
+                probes.sent()
                 self._send(b"PING", [])
                 continue
-            last = now
+            probes.answered()
             if not isinstance(reply, list):  # PONG while no channel is subscribed yet
                 self._answered(b"PING", None)
                 continue

@@ -48,6 +48,7 @@ from .redis_support import (
     Command,
     Confirmations,
     Pipeliner,
+    ProbeCount,
     PubSubStalled,
     bounded_publish,
     redact,
@@ -127,7 +128,7 @@ class RedisBroker:
         self._probe_channel = f"{prefix}:probe:{node_id}".encode()
         self._client_name = f"{prefix}:{node_id}:pubsub"
         self._probe_interval = probe_interval
-        self._stale_after = max(3 * probe_interval, 1.0)
+        self._probes = ProbeCount(probe_interval, stale_after=max(3 * probe_interval, 1.0))
         self._channels: set[str] = set()
         self._pending = Confirmations()
         #: (channel, wire) waiting for the next SUBSCRIBE (one command carries them all).
@@ -281,6 +282,7 @@ class RedisBroker:
             await self._await_confirmations(pubsub, len(wires))
             self._pubsub = pubsub
             self._last_probe = time.monotonic()
+            self._probes.answered()
             self._connected.set()
             metrics.redis_pubsub_up(True)
             if resubscribed:
@@ -328,8 +330,7 @@ class RedisBroker:
         while True:
             message = await pubsub.get_message(timeout=self._probe_interval)
             if message is None:
-                if time.monotonic() - self._last_probe > self._stale_after:
-                    raise PubSubStalled(f"no probe for {self._stale_after:.1f}s")
+                self._probes.check("")
                 continue
             channel = message["channel"]
             if message["type"] == "message" and channel.startswith(prefix):
@@ -337,7 +338,7 @@ class RedisBroker:
             elif message["type"] == "message" and channel.startswith(control):
                 deliver(channel[control_skip:].decode(), message["data"])
             elif channel == probe:
-                self._last_probe = time.monotonic()
+                self._probe_answered()
             else:
                 self._handle(message)
 
@@ -345,15 +346,33 @@ class RedisBroker:
         if message["type"] == "subscribe":
             self._pending.confirm(message["channel"])
         elif message["type"] == "message" and message["channel"] == self._probe_channel:
-            self._last_probe = time.monotonic()
+            self._probe_answered()
+
+    def _probe_answered(self) -> None:
+        self._last_probe = time.monotonic()
+        self._probes.answered()
 
     async def _probe_forever(self) -> None:
-        """Publish to our own probe channel; the listener proves it is caught up."""
-        while True:
-            await asyncio.sleep(self._probe_interval)
-            if self._connected.is_set():
-                with contextlib.suppress(*REDIS_DOWN):
-                    await self._redis.publish(self._probe_channel, b"probe")
+        """Publish to our own probe channel; the listener proves it is caught up. A probe
+        counts as sent every interval even while the last PUBLISH still hangs (a
+        black-holed network), so the listener notices in ``stale_after``, not in the
+        command timeout."""
+        publishing: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(self._probe_interval)
+                if not self._connected.is_set():
+                    continue
+                self._probes.sent()
+                if publishing is None or publishing.done():
+                    publishing = asyncio.create_task(self._publish_probe())
+        finally:
+            if publishing is not None:
+                await cancel_and_wait([publishing], what="the redis probe")
+
+    async def _publish_probe(self) -> None:
+        with contextlib.suppress(*REDIS_DOWN):
+            await self._redis.publish(self._probe_channel, b"probe")
 
 
 # -- the store -------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import math
 from collections import deque
 from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any
@@ -35,6 +36,31 @@ Addr = tuple[str, int]
 class PubSubStalled(Exception):
     """The pub/sub connection is not delivering (no probe or reply came back, or it was
     lost while a subscriber waited)."""
+
+
+class ProbeCount:
+    """How many liveness probes went out on a pub/sub connection since the last answer.
+
+    Counting probes rather than seconds keeps a paused process (a long garbage collection,
+    a starved CPU) from passing for a dead connection: while the event loop is paused no
+    probe goes out, so none goes unanswered, and the answer that waits in the socket is
+    read once the loop runs again. A connection is stale once ``stale_after`` seconds'
+    worth of probes (at least three) are unanswered."""
+
+    def __init__(self, interval: float, stale_after: float) -> None:
+        self.limit = max(3, math.ceil(stale_after / interval - 1e-9))
+        self.unanswered = 0
+
+    def sent(self) -> None:
+        self.unanswered += 1
+
+    def answered(self) -> None:
+        self.unanswered = 0
+
+    def check(self, where: str) -> None:
+        """Raise :class:`PubSubStalled` if the connection counts as stale."""
+        if self.unanswered >= self.limit:
+            raise PubSubStalled(f"{self.unanswered} probes in a row unanswered{where}")
 
 
 async def bounded_publish(command: Awaitable[Any],
