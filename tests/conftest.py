@@ -10,7 +10,7 @@ import pytest
 from quart_chat.config import Settings
 from quart_chat.testing import LocalCluster, RedisServer, ServerThread
 
-from .wsclient import Client
+from .wsclient import OPEN, Client
 
 BROKERS = ["memory", "redis", "cluster"]
 
@@ -37,6 +37,15 @@ def redis_cluster() -> Iterator[LocalCluster]:
     """One real 3-primary Redis Cluster on free loopback ports for the whole run."""
     with LocalCluster(primaries=3) as cluster:
         yield cluster
+
+
+@pytest.fixture(autouse=True)
+def close_forgotten_clients() -> Iterator[None]:
+    """Close the WebSocket clients a test left open (it failed halfway, say): otherwise
+    their sockets are collected, and fail as ResourceWarnings, in some later test."""
+    yield
+    while OPEN:
+        OPEN.pop().close()
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from typing import Any, TypeVar
 
 import jwt
 
+from .wsclient import OPEN
+
 T = TypeVar("T")
 
 SECRET = "test-secret-that-is-long-enough-for-hs256"
@@ -162,6 +164,7 @@ class Collector:
         query = urlencode({"client_id": client_id, **params})
         self.ws = websocket.create_connection(f"{ws_url}?{query}", timeout=30,
                                               enable_multithread=True)
+        OPEN.add(self)
         self.frames: list[tuple[float, dict[str, Any]]] = []
         self.replies: dict[Any, dict[str, Any]] = {}
         self.closed: float | None = None
@@ -219,6 +222,7 @@ class Collector:
     def close(self) -> None:
         import contextlib
 
+        OPEN.discard(self)
         with contextlib.suppress(Exception):
             self.ws.close()
         self._thread.join(5)

@@ -15,6 +15,11 @@ from urllib.parse import urlencode
 
 import websocket
 
+#: Every client a test opened and has not closed: the ``close_forgotten_clients`` fixture
+#: closes them after each test, so a test that fails halfway leaves no socket behind to
+#: be collected (and reported as a ResourceWarning error) in some later test.
+OPEN: set[Any] = set()
+
 
 class Client:
     """A connected WebSocket (websocket-client) that must be welcomed; query parameters
@@ -26,6 +31,7 @@ class Client:
         if client_id is not None:
             query["client_id"] = client_id
         self.ws = websocket.create_connection(f"{ws_url}?{urlencode(query)}", timeout=timeout)
+        OPEN.add(self)
         self.inbox: deque[dict[str, Any]] = deque()
         self._pending: deque[dict[str, Any]] = deque()
         self._next_id = 0
@@ -95,6 +101,7 @@ class Client:
 
     def close(self) -> None:
         """Close the connection; never raises, also when the server closed it first."""
+        OPEN.discard(self)
         with contextlib.suppress(OSError, websocket.WebSocketException):
             self.ws.close(timeout=1)
         self.ws.shutdown()  # type: ignore[no-untyped-call]  # frees the socket in any case
