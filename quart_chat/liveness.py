@@ -50,6 +50,8 @@ class Liveness:
         self._watched: dict[Session, _Watched] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._pings: set[asyncio.Task[None]] = set()
+        #: When the event loop last came back from a pause (see _sweep_forever).
+        self._resumed = 0.0
 
     def watch(self, session: Session, activity: Activity) -> None:
         """Close ``session`` when its peer falls silent; ping it if hypercorn does not."""
@@ -64,8 +66,15 @@ class Liveness:
     async def _sweep_forever(self) -> None:
         """Sweep while any session is watched; the next ``watch`` starts it again."""
         while self._watched:
+            due = time.monotonic() + self.step
             await asyncio.sleep(self.step)
-            self.sweep(time.monotonic())
+            now = time.monotonic()
+            if now - due > self.step:
+                # The process did not run for a while (a long garbage collection, a
+                # starved CPU, a debugger): no ping went out and no pong was read
+                # meanwhile, so that silence says nothing about the peers.
+                self._resumed = now
+            self.sweep(now)
 
     def sweep(self, now: float) -> None:
         for session, watched in list(self._watched.items()):
@@ -73,7 +82,7 @@ class Liveness:
             if not activity.hypercorn_pings and now >= watched.next_ping:
                 watched.next_ping = now + self.ping_interval
                 self._ping(activity)
-            silent = now - max(session.last_frame, activity.last)
+            silent = now - max(session.last_frame, activity.last, self._resumed)
             if silent > self.allowed:
                 log.info("session %s: no pong or frame for %.1fs; closing", session.id, silent)
                 self._watched.pop(session, None)

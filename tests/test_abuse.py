@@ -25,7 +25,15 @@ import websockets
 from quart_chat.config import Settings
 from quart_chat.testing import ServerProcess, ServerThread, free_port, wait_for_health
 
-from .helpers import health, raw_handshake, read_close_code, rss_kib, wait_until, ws_frame
+from .helpers import (
+    Collector,
+    health,
+    raw_handshake,
+    read_close_code,
+    rss_kib,
+    wait_until,
+    ws_frame,
+)
 from .wsclient import Client
 
 
@@ -230,6 +238,22 @@ def test_a_peer_that_never_answers_pings_is_closed_within_the_configured_time():
         done.set()
         thread.join(5)
         dead.close()
+
+
+def test_a_paused_process_does_not_close_its_live_peers():
+    """The process stops running for longer than ping interval + timeout (a long garbage
+    collection, a starved CPU): no ping went out meanwhile, so the peers' silence is not
+    held against them, and a live client stays connected."""
+    with ServerThread(Settings(ping_interval=0.5, ping_timeout=0.5)) as server:
+        alive = Collector(server.ws_url, "alive")  # websocket-client answers pings
+        try:
+            session = wait_until(lambda: session_of(server, "alive"), 5, "session")
+            server._loop.call_soon_threadsafe(time.sleep, 2.5)
+            time.sleep(3.5)  # the pause, then more than one ping round
+            assert alive.closed is None and not session.finished.is_set(), session.close_code
+            alive.ok("ping")
+        finally:
+            alive.close()
 
 
 def test_frame_rate_is_not_a_problem_for_normal_clients():
