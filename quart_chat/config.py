@@ -129,6 +129,9 @@ class Settings:
     #: Inbound WebSocket frames per second per connection, fragments, pings and pongs
     #: included (burst: twice that); more close with 1008 (hypercorn).
     transport_frame_rate: float = 2000.0
+    #: Raise the interpreter's garbage-collection thresholds in the serving process: a
+    #: server holds many long-lived objects, which full collections walk again and again.
+    tune_gc: bool = True
     #: Server processes ``quart-chat serve`` starts (needs Redis when more than one).
     workers: int = 1
 

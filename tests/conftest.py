@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import gc
 from collections.abc import Iterator
 
 import pytest
@@ -37,6 +38,15 @@ def redis_cluster() -> Iterator[LocalCluster]:
     """One real 3-primary Redis Cluster on free loopback ports for the whole run."""
     with LocalCluster(primaries=3) as cluster:
         yield cluster
+
+
+@pytest.fixture(autouse=True)
+def keep_gc_thresholds() -> Iterator[None]:
+    """An app started in this process (Quart's test client) tunes the garbage collector
+    as a server would; the test process keeps the interpreter's thresholds."""
+    thresholds = gc.get_threshold()
+    yield
+    gc.set_threshold(*thresholds)
 
 
 @pytest.fixture(autouse=True)

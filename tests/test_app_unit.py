@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import json
 
 import pytest
 from quart.testing import WebsocketResponseError
 
 from quart_chat import Settings, create_app
+from quart_chat.app import GC_THRESHOLDS
+from quart_chat.testing import ServerThread
+
+from .helpers import health
 
 
 @pytest.fixture
@@ -56,3 +61,21 @@ async def test_healthz_with_the_embedded_broker(test_app):
     response = await test_app.test_client().get("/healthz")
     assert response.status_code == 200
     assert (await response.get_json())["broker"] == "memory"
+
+
+@pytest.mark.parametrize("tune", [True, False])
+async def test_a_serving_app_tunes_the_garbage_collector_unless_told_not_to(tune):
+    """``tune_gc`` (on by default) raises the collector's thresholds when the app starts
+    serving; off, the interpreter's stay (the keep_gc_thresholds fixture restores them)."""
+    gc.set_threshold(700, 10, 10)
+    app = create_app(Settings(tune_gc=tune))
+    async with app.test_app():
+        assert gc.get_threshold() == (GC_THRESHOLDS if tune else (700, 10, 10))
+    assert Settings().tune_gc
+
+
+def test_a_server_in_a_thread_leaves_its_host_process_collector_alone():
+    before = gc.get_threshold()
+    with ServerThread(Settings(tune_gc=True)) as server:
+        assert health(server.url)["status"] == "ok"
+        assert gc.get_threshold() == before

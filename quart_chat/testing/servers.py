@@ -34,7 +34,9 @@ class ServerThread(LoopbackAddress):
         from ..app import create_app
 
         self.port = port or free_port()
-        self.settings = (settings or Settings()).replace(bind=f"{LOOPBACK}:{self.port}")
+        # A server in a thread leaves its host process's garbage collector alone.
+        self.settings = (settings or Settings()).replace(bind=f"{LOOPBACK}:{self.port}",
+                                                         tune_gc=False)
         hide = contextlib.nullcontext() if entry_points else _without_entry_points()
         with hide:
             self.app = create_app(self.settings, plugins=plugins)
