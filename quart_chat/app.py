@@ -119,7 +119,7 @@ def create_app(settings: Settings | None = None, *, plugins: Iterable[object] = 
 #: Garbage-collection thresholds of a serving process (the interpreter's are 700, 10, 10).
 #: Every session holds a few hundred long-lived objects, and each full collection walks
 #: them all: with the defaults a reconnect storm of 2,000 clients spent about half its
-#: CPU there (bench/README.md, "Garbage collection").
+#: CPU there (bench/README.md, "Issue 14: garbage collection").
 GC_THRESHOLDS = (50_000, 20, 100)
 
 

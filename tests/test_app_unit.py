@@ -75,7 +75,7 @@ async def test_a_serving_app_tunes_the_garbage_collector_unless_told_not_to(tune
 
 
 def test_a_server_in_a_thread_leaves_its_host_process_collector_alone():
-    before = gc.get_threshold()
+    gc.set_threshold(700, 10, 10)
     with ServerThread(Settings(tune_gc=True)) as server:
         assert health(server.url)["status"] == "ok"
-        assert gc.get_threshold() == before
+        assert gc.get_threshold() == (700, 10, 10)

@@ -218,7 +218,6 @@ class ClusterBroker:
         self._redis = client
         self._prefix = prefix
         self.probe_interval = probe_interval
-        self.stale_after = max(3 * probe_interval, 1.0)
         #: slot -> primary that owns it, as last read (None: unknown or unassigned).
         self._owner: list[Addr | None] = [None] * SLOTS
         #: every node seen, asked in turn for the slot map.
@@ -653,7 +652,7 @@ class _ShardLink:
 
     async def _read(self, conn: Connection) -> None:
         interval = self.broker.probe_interval
-        probes = ProbeCount(interval, self.broker.stale_after)
+        probes = ProbeCount(interval, where=f" by {_show(self.addr)}")
         while True:
             try:
                 reply = await conn.read_response(timeout=interval)
@@ -662,7 +661,7 @@ class _ShardLink:
                 self._refused(exc)
                 continue
             if reply is None:
-                probes.check(f" by {_show(self.addr)}")
+                probes.check()
                 probes.sent()
                 self._send(b"PING", [])
                 continue

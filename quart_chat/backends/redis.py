@@ -128,7 +128,7 @@ class RedisBroker:
         self._probe_channel = f"{prefix}:probe:{node_id}".encode()
         self._client_name = f"{prefix}:{node_id}:pubsub"
         self._probe_interval = probe_interval
-        self._probes = ProbeCount(probe_interval, stale_after=max(3 * probe_interval, 1.0))
+        self._probes = ProbeCount(probe_interval)
         self._channels: set[str] = set()
         self._pending = Confirmations()
         #: (channel, wire) waiting for the next SUBSCRIBE (one command carries them all).
@@ -136,7 +136,6 @@ class RedisBroker:
         self._subscribing: set[asyncio.Task[None]] = set()
         self._pubsub: Any = None
         self._connected = asyncio.Event()
-        self._last_probe = 0.0
         self._reconnects = 0
         self._last_error: str | None = None
         self._deliver: Deliver | None = None
@@ -239,7 +238,7 @@ class RedisBroker:
         return {
             "connected": commands and pubsub,
             "pubsub": pubsub,
-            "pubsub_age": round(time.monotonic() - self._last_probe, 3),
+            "pubsub_age": round(time.monotonic() - self._probes.answered_at, 3),
             "reconnects": self._reconnects,
             "channels": len(self._channels),
         }
@@ -281,7 +280,6 @@ class RedisBroker:
             await asyncio.wait_for(pubsub.subscribe(*wires), SUBSCRIBE_TIMEOUT)
             await self._await_confirmations(pubsub, len(wires))
             self._pubsub = pubsub
-            self._last_probe = time.monotonic()
             self._probes.answered()
             self._connected.set()
             metrics.redis_pubsub_up(True)
@@ -330,7 +328,7 @@ class RedisBroker:
         while True:
             message = await pubsub.get_message(timeout=self._probe_interval)
             if message is None:
-                self._probes.check("")
+                self._probes.check()
                 continue
             channel = message["channel"]
             if message["type"] == "message" and channel.startswith(prefix):
@@ -338,7 +336,7 @@ class RedisBroker:
             elif message["type"] == "message" and channel.startswith(control):
                 deliver(channel[control_skip:].decode(), message["data"])
             elif channel == probe:
-                self._probe_answered()
+                self._probes.answered()
             else:
                 self._handle(message)
 
@@ -346,17 +344,13 @@ class RedisBroker:
         if message["type"] == "subscribe":
             self._pending.confirm(message["channel"])
         elif message["type"] == "message" and message["channel"] == self._probe_channel:
-            self._probe_answered()
-
-    def _probe_answered(self) -> None:
-        self._last_probe = time.monotonic()
-        self._probes.answered()
+            self._probes.answered()
 
     async def _probe_forever(self) -> None:
         """Publish to our own probe channel; the listener proves it is caught up. A probe
         counts as sent every interval even while the last PUBLISH still hangs (a
-        black-holed network), so the listener notices in ``stale_after``, not in the
-        command timeout."""
+        black-holed network), so the listener notices after ``ProbeCount.limit``
+        intervals, not after the command timeout."""
         publishing: asyncio.Task[None] | None = None
         try:
             while True:

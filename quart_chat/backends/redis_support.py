@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import contextvars
 import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Iterable, Iterator
 from typing import Any
@@ -44,23 +45,27 @@ class ProbeCount:
     Counting probes rather than seconds keeps a paused process (a long garbage collection,
     a starved CPU) from passing for a dead connection: while the event loop is paused no
     probe goes out, so none goes unanswered, and the answer that waits in the socket is
-    read once the loop runs again. A connection is stale once ``stale_after`` seconds'
-    worth of probes (at least three) are unanswered."""
+    read once the loop runs again. A connection is stale once a second's worth of probes
+    (and at least three) went unanswered."""
 
-    def __init__(self, interval: float, stale_after: float) -> None:
-        self.limit = max(3, math.ceil(stale_after / interval - 1e-9))
+    def __init__(self, interval: float, where: str = "") -> None:
+        self.limit = max(3, math.ceil(1.0 / interval))
         self.unanswered = 0
+        #: Monotonic time of the last answer (or of the connection's start).
+        self.answered_at = time.monotonic()
+        self._where = where
 
     def sent(self) -> None:
         self.unanswered += 1
 
     def answered(self) -> None:
         self.unanswered = 0
+        self.answered_at = time.monotonic()
 
-    def check(self, where: str) -> None:
+    def check(self) -> None:
         """Raise :class:`PubSubStalled` if the connection counts as stale."""
         if self.unanswered >= self.limit:
-            raise PubSubStalled(f"{self.unanswered} probes in a row unanswered{where}")
+            raise PubSubStalled(f"{self.unanswered} probes in a row unanswered{self._where}")
 
 
 async def bounded_publish(command: Awaitable[Any],
